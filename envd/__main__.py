@@ -1,0 +1,3 @@
+from envd.cli import main
+
+main()

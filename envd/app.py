@@ -1,0 +1,177 @@
+"""Assembly: build the aiohttp applications, start them, stop them cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Protocol
+
+from aiohttp import web
+
+from envd import middleware as mw
+from envd.config import Config
+from envd.connect import ConnectServer, Rpc
+from envd.filesystem import FilesystemService
+from envd.http.files import FileRoutes
+from envd.http.system import SystemRoutes, health
+from envd.process import ProcessService
+from envd.reaper import Reaper, become_subreaper
+from envd.users import UserError, lookup_default_user
+
+log = logging.getLogger(__name__)
+
+#: Uploads and stdin are streamed; only unary bodies are read whole.
+MAX_BODY_BYTES = 1024**3
+KEEPALIVE_SECONDS = 640
+SHUTDOWN_SECONDS = 3.0
+
+
+class Service(Protocol):
+    """A Connect service: its RPCs, and what to do when the daemon stops."""
+
+    def rpcs(self) -> list[Rpc]: ...
+
+    async def close(self) -> None: ...
+
+
+class Daemon:
+    """Everything one daemon process serves, on one port or two."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.connect = ConnectServer(default_user=lambda: config.default_user)
+        self.services: list[Service] = _build_services(config)
+        for service in self.services:
+            self.connect.add(service.rpcs())
+        self.code_interpreter = _build_code_interpreter(config)
+        self.reaper = Reaper()
+        self._runners: list[web.AppRunner] = []
+
+    def envd_app(self) -> web.Application:
+        config = self.config
+        app = web.Application(
+            client_max_size=MAX_BODY_BYTES,
+            middlewares=[
+                mw.access_log,
+                mw.api_selector(config.code_port, config.single_port),
+                mw.only_for(mw.ENVD, mw.plain_not_found),
+                mw.only_for(mw.ENVD, mw.cors),
+                mw.only_for(mw.ENVD, mw.access_token_gate(config)),
+                mw.only_for(mw.ENVD, mw.basic_user_check(self.connect.is_rpc_path)),
+            ],
+        )
+        app.on_response_prepare.append(mw.add_cors_to_streams)
+        system = SystemRoutes(config)
+        routes = [r for r in system.routes() if r.path != "/health"]  # type: ignore[attr-defined]
+        app.add_routes(routes + self.connect.routes() + _extra_routes(config))
+        if config.single_port and self.code_interpreter is not None:
+            for middleware in self.code_interpreter.middlewares():
+                app.middlewares.append(mw.only_for(mw.CODE, middleware))
+            app.add_routes(self.code_interpreter.routes())
+            app.add_routes([web.get("/health", self._shared_health, allow_head=False)])
+        else:
+            app.add_routes([web.get("/health", health, allow_head=False)])
+        return app
+
+    def code_app(self) -> web.Application:
+        assert self.code_interpreter is not None
+        app = web.Application(
+            client_max_size=MAX_BODY_BYTES,
+            middlewares=[mw.access_log, *self.code_interpreter.middlewares()],
+        )
+        app.add_routes(self.code_interpreter.routes())
+        app.add_routes([web.get("/health", self.code_interpreter.health, allow_head=False)])
+        return app
+
+    async def _shared_health(self, request: web.Request) -> web.StreamResponse:
+        if request.get(mw.API_KEY) == mw.CODE and self.code_interpreter is not None:
+            return await self.code_interpreter.health(request)
+        return await health(request)
+
+    async def start(self) -> None:
+        """Bind only once everything is ready, so `/health` never lies."""
+        _check_default_user(self.config)
+        become_subreaper()
+        self.reaper.start()
+        if self.code_interpreter is not None:
+            await self.code_interpreter.start()
+        await self._serve(self.envd_app(), self.config.port)
+        if self.code_interpreter is not None and not self.config.single_port:
+            await self._serve(self.code_app(), self.config.code_port)
+
+    async def _serve(self, app: web.Application, port: int) -> None:
+        runner = web.AppRunner(
+            app,
+            handler_cancellation=True,
+            keepalive_timeout=KEEPALIVE_SECONDS,
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_SECONDS,
+        )
+        await runner.setup()
+        await web.TCPSite(runner, self.config.host, port, reuse_address=True).start()
+        self._runners.append(runner)
+        log.info("listening on %s:%d", self.config.host, port)
+
+    async def stop(self) -> None:
+        """Stop accepting, end every stream and child, then close connections."""
+        for runner in self._runners:
+            for site in list(runner.sites):
+                await site.stop()
+        closers = [service.close() for service in self.services]
+        if self.code_interpreter is not None:
+            closers.append(self.code_interpreter.stop())
+        results = await asyncio.gather(*closers, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                log.error("error while stopping: %r", result)
+        for runner in self._runners:
+            await runner.cleanup()
+        await self.reaper.stop()
+
+
+def _build_services(config: Config) -> list[Service]:
+    return [FilesystemService(config), ProcessService(config)]
+
+
+def _extra_routes(config: Config) -> list[web.RouteDef]:
+    return FileRoutes(config).routes()
+
+
+def _build_code_interpreter(config: Config):  # type: ignore[no-untyped-def]
+    if not config.code_interpreter:
+        return None
+    from kernel_bridge import CodeInterpreter
+
+    return CodeInterpreter(default_cwd=_code_default_cwd(config), global_envs=config.global_envs)
+
+
+def _code_default_cwd(config: Config) -> str:
+    """`/home/user` as upstream; the default user's home where that does not exist."""
+    if os.path.isdir("/home/user"):
+        return "/home/user"
+    try:
+        return lookup_default_user(config.default_user).home
+    except UserError:
+        return os.getcwd()
+
+
+def _check_default_user(config: Config) -> None:
+    try:
+        lookup_default_user(config.default_user)
+    except UserError as exc:
+        log.warning("%s: requests that name no user will fail", exc)
+
+
+async def run(config: Config) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    daemon = Daemon(config)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await daemon.start()
+    await stopping.wait()
+    log.info("shutting down")
+    await daemon.stop()

@@ -1,0 +1,90 @@
+"""Command line: `envd [--port N] [--code-port N] ...`; every flag has an env var."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from envd import ENVD_PROTOCOL_VERSION, __version__
+from envd.app import run
+from envd.config import CODE_INTERPRETER_PORT, ENVD_PORT, Config, pick_default_user
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(f"ENVD_{name}", default)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="envd",
+        description="E2B-compatible sandbox daemon: envd API and code interpreter.",
+    )
+    parser.add_argument("--host", default=_env("HOST", "0.0.0.0"), help="bind address [ENVD_HOST]")
+    parser.add_argument(
+        "--port", type=int, default=int(_env("PORT", str(ENVD_PORT))), help="envd API port [ENVD_PORT]"
+    )
+    parser.add_argument(
+        "--code-port",
+        type=int,
+        default=int(_env("CODE_PORT", str(CODE_INTERPRETER_PORT))),
+        help="code interpreter port; equal to --port serves both on one port [ENVD_CODE_PORT]",
+    )
+    parser.add_argument("--default-user", default=_env("DEFAULT_USER"), help="[ENVD_DEFAULT_USER]")
+    parser.add_argument(
+        "--default-workdir", default=_env("DEFAULT_WORKDIR"), help="[ENVD_DEFAULT_WORKDIR]"
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[e for e in _env("ENVS").split(",") if e],
+        metavar="K=V",
+        help="global env var for every process, repeatable [ENVD_ENVS=K=V,K2=V2]",
+    )
+    parser.add_argument("--access-token", default=_env("ACCESS_TOKEN"), help="[ENVD_ACCESS_TOKEN]")
+    parser.add_argument(
+        "--no-code-interpreter",
+        action="store_true",
+        default=_env("NO_CODE_INTERPRETER") not in ("", "0", "false"),
+        help="serve the envd API only [ENVD_NO_CODE_INTERPRETER=1]",
+    )
+    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="[ENVD_LOG_LEVEL]")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"{ENVD_PROTOCOL_VERSION} (envd-py {__version__})",
+    )
+    return parser.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    envs = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            sys.exit(f"envd: --env expects K=V, got {item!r}")
+        envs[key] = value
+    return Config(
+        host=args.host,
+        port=args.port,
+        code_port=args.code_port,
+        code_interpreter=not args.no_code_interpreter,
+        default_user=pick_default_user(args.default_user),
+        default_workdir=args.default_workdir,
+        access_token=args.access_token,
+        user_envs=envs,
+        log_level=args.log_level.upper(),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = config_from_args(parse_args(argv))
+    logging.basicConfig(
+        level=config.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    os.umask(0o022)
+    asyncio.run(run(config))

@@ -1,0 +1,315 @@
+"""Serving Connect RPCs over aiohttp: the only place that knows the wire.
+
+Services register `Rpc` descriptors whose handlers take and return protobuf
+messages; this module reads envelopes and bodies, applies deadlines,
+keep-alives and codecs, and writes errors the way the SDKs expect
+(spec envd.md section 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from google.protobuf.message import Message
+from multidict import CIMultiDictProxy
+
+from envd.connect import envelope
+from envd.connect.codec import CODECS, Codec
+from envd.connect.errors import Code, ConnectError, deadline_exceeded
+from envd.users import User, UserError, basic_auth_username, lookup_default_user, lookup_user
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KEEPALIVE_SECONDS = 90.0
+STREAM_PREFIX = "application/connect+"
+
+
+class Kind(enum.Enum):
+    UNARY = "unary"
+    SERVER_STREAM = "server_stream"
+    CLIENT_STREAM = "client_stream"
+
+
+@dataclass(frozen=True)
+class Rpc:
+    """One RPC method: where it lives, its message types and its handler.
+
+    Handlers by kind:
+      unary:         async (request, ctx) -> response
+      server_stream: async generator (request, ctx) yielding responses
+      client_stream: async (AsyncIterator[request], ctx) -> response
+    `keepalive` builds the message sent during silence on a server stream.
+    """
+
+    service: str
+    method: str
+    kind: Kind
+    request_type: type[Message]
+    response_type: type[Message]
+    handler: Callable[..., Any]
+    keepalive: Callable[[], Message] | None = None
+
+    @property
+    def path(self) -> str:
+        return f"/{self.service}/{self.method}"
+
+
+@dataclass
+class RpcContext:
+    """What a handler may know about its call, without seeing HTTP."""
+
+    headers: CIMultiDictProxy[str]
+    timeout: float | None
+    keepalive_interval: float
+    basic_user: User | None
+    default_user: Callable[[], str]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def user(self) -> User:
+        """The acting user: the Basic-auth user, else the daemon's default (1.7)."""
+        if self.basic_user is not None:
+            return self.basic_user
+        try:
+            return lookup_default_user(self.default_user())
+        except UserError as exc:
+            raise ConnectError(Code.UNAUTHENTICATED, str(exc)) from None
+
+
+class ConnectServer:
+    """Routes `POST /<service>/<method>` to registered RPCs."""
+
+    def __init__(self, default_user: Callable[[], str]) -> None:
+        self._rpcs: dict[str, Rpc] = {}
+        self._default_user = default_user
+
+    def add(self, rpcs: list[Rpc]) -> None:
+        for rpc in rpcs:
+            self._rpcs[rpc.path] = rpc
+
+    def is_rpc_path(self, path: str) -> bool:
+        return path in self._rpcs
+
+    def routes(self) -> list[web.RouteDef]:
+        routes = []
+        for path in self._rpcs:
+            routes.append(web.post(path, self._handle))
+            routes.append(web.route("*", path, _method_not_allowed))
+        return routes
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        rpc = self._rpcs[request.path]
+        codec = _codec_for(request.content_type, streaming=rpc.kind is not Kind.UNARY)
+        if codec is None:
+            return web.Response(status=415, text="unsupported content type")
+        if rpc.kind is Kind.UNARY:
+            return await self._serve_unary(request, rpc, codec)
+        return await self._serve_stream(request, rpc, codec)
+
+    def _context(self, request: web.Request) -> RpcContext:
+        """Parse the headers every RPC shares; raises ConnectError on bad ones."""
+        return RpcContext(
+            headers=request.headers,
+            timeout=_parse_timeout(request.headers.get("Connect-Timeout-Ms")),
+            keepalive_interval=_parse_keepalive(request.headers.get("Keepalive-Ping-Interval")),
+            basic_user=_basic_user(request.headers.get("Authorization")),
+            default_user=self._default_user,
+        )
+
+    async def _serve_unary(self, request: web.Request, rpc: Rpc, codec: Codec) -> web.Response:
+        try:
+            ctx = self._context(request)
+            body = await request.read()
+            message = codec.decode(body, rpc.request_type)
+            reply = await _with_deadline(rpc.handler(message, ctx), ctx.timeout)
+        except ConnectError as exc:
+            return _unary_error(exc)
+        except Exception as exc:
+            log.exception("RPC %s failed", rpc.path)
+            return _unary_error(ConnectError(Code.INTERNAL, str(exc)))
+        return web.Response(
+            body=codec.encode(reply), headers={"Content-Type": f"application/{codec.name}"}
+        )
+
+    async def _serve_stream(
+        self, request: web.Request, rpc: Rpc, codec: Codec
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": f"{STREAM_PREFIX}{codec.name}"}
+        )
+        await response.prepare(request)
+
+        async def send(message: Message) -> None:
+            await response.write(envelope.encode(codec.encode(message)))
+
+        error: ConnectError | None = None
+        try:
+            ctx = self._context(request)
+            messages = _decode_each(request, rpc, codec)
+            if rpc.kind is Kind.SERVER_STREAM:
+                run = _run_server_stream(rpc, messages, ctx, send)
+            else:
+                run = _run_client_stream(rpc, messages, ctx, send)
+            await _with_deadline(run, ctx.timeout)
+        except ConnectError as exc:
+            error = exc
+        except ConnectionError:
+            return response  # the client went away; nobody is left to tell
+        except Exception as exc:
+            log.exception("RPC %s failed", rpc.path)
+            error = ConnectError(Code.INTERNAL, str(exc))
+        try:
+            await response.write(_end_of_stream(error))
+            await response.write_eof()
+        except ConnectionError:
+            pass
+        return response
+
+
+async def _run_server_stream(
+    rpc: Rpc,
+    requests: AsyncIterator[Message],
+    ctx: RpcContext,
+    send: Callable[[Message], Awaitable[None]],
+) -> None:
+    request = await _single_message(requests, rpc.request_type)
+    await _pump(rpc.handler(request, ctx), send, rpc.keepalive, ctx.keepalive_interval)
+
+
+async def _run_client_stream(
+    rpc: Rpc,
+    requests: AsyncIterator[Message],
+    ctx: RpcContext,
+    send: Callable[[Message], Awaitable[None]],
+) -> None:
+    await send(await rpc.handler(requests, ctx))
+
+
+async def _pump(
+    stream: AsyncIterator[Message],
+    send: Callable[[Message], Awaitable[None]],
+    keepalive: Callable[[], Message] | None,
+    interval: float,
+) -> None:
+    """Forward a handler's messages; during silence send keep-alives.
+
+    The timer starts after the first message and restarts with every message
+    (spec 2.8). The pending `__anext__` survives a keep-alive, so the
+    handler is never interrupted mid-step.
+    """
+    pending: asyncio.Future[Message] | None = None
+    sent_first = False
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(stream.__anext__())
+            if sent_first and keepalive is not None:
+                done, _ = await asyncio.wait({pending}, timeout=interval)
+                if not done:
+                    await send(keepalive())
+                    continue
+            try:
+                message = await pending
+            except StopAsyncIteration:
+                pending = None
+                return
+            pending = None
+            await send(message)
+            sent_first = True
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def _decode_each(
+    request: web.Request, rpc: Rpc, codec: Codec
+) -> AsyncIterator[Message]:
+    compression = request.headers.get("Connect-Content-Encoding", "identity").lower()
+    async for payload in envelope.read_envelopes(request.content, compression):
+        yield codec.decode(payload, rpc.request_type)
+
+
+async def _single_message(requests: AsyncIterator[Message], message_type: type[Message]) -> Message:
+    """A server-streaming call carries exactly one request message."""
+    async for message in requests:
+        return message
+    return message_type()
+
+
+async def _with_deadline(coro: Awaitable[Any], timeout: float | None) -> Any:
+    if timeout is None:
+        return await coro
+    try:
+        return await asyncio.wait_for(coro, timeout)
+    except asyncio.TimeoutError:
+        raise deadline_exceeded() from None
+
+
+def _codec_for(content_type: str, streaming: bool) -> Codec | None:
+    content_type = content_type.lower()
+    prefix = STREAM_PREFIX if streaming else "application/"
+    if not content_type.startswith(prefix):
+        return None
+    return CODECS.get(content_type[len(prefix):])
+
+
+def _parse_timeout(value: str | None) -> float | None:
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > 10:
+        raise ConnectError(Code.INVALID_ARGUMENT, f"protocol error: invalid timeout {value!r}")
+    return int(value) / 1000
+
+
+def _parse_keepalive(value: str | None) -> float:
+    try:
+        seconds = float(int(value)) if value is not None else DEFAULT_KEEPALIVE_SECONDS
+    except ValueError:
+        seconds = DEFAULT_KEEPALIVE_SECONDS
+    return max(seconds, 1.0)
+
+
+def _basic_user(header: str | None) -> User | None:
+    """A present, well-formed Basic header must name an existing user (1.4)."""
+    name = basic_auth_username(header)
+    if name is None:
+        return None
+    try:
+        return lookup_user(name)
+    except UserError as exc:
+        raise ConnectError(Code.UNAUTHENTICATED, str(exc)) from None
+
+
+def check_basic_user(header: str | None) -> None:
+    """Validate the Basic header of a non-RPC request; raises ConnectError."""
+    _basic_user(header)
+
+
+def _end_of_stream(error: ConnectError | None) -> bytes:
+    body = {} if error is None else {"error": error.to_json()}
+    return envelope.encode(json.dumps(body).encode(), envelope.FLAG_END_STREAM)
+
+
+def _unary_error(error: ConnectError) -> web.Response:
+    return web.Response(
+        body=json.dumps(error.to_json()).encode(),
+        status=error.code.http_status,
+        headers={"Content-Type": "application/json"},
+    )
+
+
+def connect_error_response(error: ConnectError) -> web.Response:
+    """The unary JSON error shape, for plain HTTP routes that fail like an RPC."""
+    return _unary_error(error)
+
+
+async def _method_not_allowed(request: web.Request) -> web.Response:
+    return web.Response(status=405, text="method not allowed", headers={"Allow": "POST"})

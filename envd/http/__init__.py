@@ -1,0 +1,1 @@
+"""The plain-HTTP part of the envd API (spec envd.md section 5)."""

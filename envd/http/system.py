@@ -1,0 +1,136 @@
+"""`/health`, `/metrics`, `/envs` and `/init` (spec envd.md 5.2 to 5.5)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from datetime import datetime
+from typing import Any
+
+import psutil
+from aiohttp import web
+
+from envd import ENVD_PROTOCOL_VERSION
+from envd.auth import token_matches
+from envd.config import Config
+from envd.users import UserError, lookup_user
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def json_response(payload: Any) -> web.Response:
+    return web.Response(
+        body=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", **NO_STORE},
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers=NO_STORE)
+
+
+class SystemRoutes:
+    """Routes that read or change the daemon's own configuration."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._init_lock = asyncio.Lock()
+        self._last_init: datetime | None = None
+        psutil.cpu_percent(interval=None)  # first reading: "since daemon start"
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/health", health, allow_head=False),
+            web.get("/envs", self.envs, allow_head=False),
+            web.get("/metrics", self.metrics, allow_head=False),
+            web.post("/init", self.init),
+        ]
+
+    async def envs(self, request: web.Request) -> web.Response:
+        return json_response(self.config.global_envs())
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        try:
+            return json_response(_read_metrics())
+        except OSError:
+            return web.Response(status=500)
+
+    async def init(self, request: web.Request) -> web.Response:
+        headers = {**NO_STORE, "X-Envd-Version": ENVD_PROTOCOL_VERSION}
+        try:
+            body = await request.read()
+            fields = json.loads(body) if body.strip() else {}
+            if not isinstance(fields, dict):
+                raise ValueError("request body must be a JSON object")
+        except ValueError as exc:
+            return web.Response(status=400, text=f"invalid request body: {exc}", headers=headers)
+        async with self._init_lock:
+            failure = self._check_token(fields.get("accessToken"))
+            if failure:
+                return web.Response(status=failure[0], text=failure[1], headers=headers)
+            try:
+                if self._is_new(fields.get("timestamp")):
+                    self._apply(fields)
+            except (ValueError, TypeError, UserError) as exc:
+                return web.Response(status=400, text=str(exc), headers=headers)
+        return web.Response(status=204, headers=headers)
+
+    def _check_token(self, given: Any) -> tuple[int, str] | None:
+        """Outside Firecracker the token can be set once, then only repeated (5.4)."""
+        if given is not None and (not isinstance(given, str) or given == ""):
+            return 400, "access token must be a non-empty string"
+        current = self.config.access_token
+        if not current:
+            return None
+        if given is None:
+            return 401, "access token reset not authorized"
+        if not token_matches(current, given):
+            return 401, "access token validation failed"
+        return None
+
+    def _is_new(self, timestamp: Any) -> bool:
+        """Replay guard: a request not newer than the last applied one changes nothing."""
+        if timestamp is None:
+            return True
+        when = datetime.fromisoformat(str(timestamp).replace("Z", "+00:00"))
+        if self._last_init is not None and when <= self._last_init:
+            return False
+        self._last_init = when
+        return True
+
+    def _apply(self, fields: dict[str, Any]) -> None:
+        envs = fields.get("envVars")
+        if envs is not None:
+            if not isinstance(envs, dict) or not all(
+                isinstance(v, str) for v in envs.values()
+            ):
+                raise ValueError("envVars must map strings to strings")
+            self.config.user_envs = dict(envs)
+        if fields.get("accessToken"):
+            self.config.access_token = fields["accessToken"]
+        if fields.get("defaultUser"):
+            lookup_user(fields["defaultUser"])
+            self.config.default_user = fields["defaultUser"]
+        if fields.get("defaultWorkdir"):
+            self.config.default_workdir = str(fields["defaultWorkdir"])
+
+
+def _read_metrics() -> dict[str, Any]:
+    memory = psutil.virtual_memory()
+    cached = getattr(memory, "cached", 0)
+    disk = os.statvfs("/")
+    used = memory.total - memory.free - getattr(memory, "buffers", 0) - cached
+    return {
+        "ts": int(time.time()),
+        "cpu_count": psutil.cpu_count() or 1,
+        "cpu_used_pct": round(psutil.cpu_percent(interval=None), 2),
+        "mem_total_mib": memory.total // 2**20,
+        "mem_used_mib": used // 2**20,
+        "mem_total": memory.total,
+        "mem_used": used,
+        "mem_cache": cached,
+        "disk_used": (disk.f_blocks - disk.f_bavail) * disk.f_frsize,
+        "disk_total": disk.f_blocks * disk.f_frsize,
+    }

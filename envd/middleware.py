@@ -1,0 +1,173 @@
+"""The request pipeline (spec envd.md 1.4): log → CORS → access token → Basic user."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from envd.auth import TOKEN_EXEMPT, UNAUTHORIZED_MESSAGE, token_matches
+from envd.config import Config
+from envd.connect.errors import ConnectError
+from envd.connect.server import check_basic_user, connect_error_response
+from envd.http.errors import http_error
+
+log = logging.getLogger("envd.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+#: Which API a request is for, on a port that may serve both.
+API_KEY = "api"
+ENVD, CODE = "envd", "code"
+
+CORS_EXPOSED = (
+    "Grpc-Status, Grpc-Message, Grpc-Status-Details-Bin, Location, Cache-Control, "
+    "X-Content-Type-Options, Content-Encoding, Connect-Content-Encoding"
+)
+
+
+@web.middleware
+async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One line per request: method, path, status, duration; never payloads."""
+    started = time.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        log.info(
+            "%s %s %d %.1fms",
+            request.method,
+            request.path,
+            status,
+            (time.monotonic() - started) * 1000,
+        )
+
+
+def api_selector(code_port: int, single_port: bool) -> Middleware:
+    """Tag each request with the API it belongs to.
+
+    On a shared port the code interpreter owns `/execute` and `/contexts*`;
+    `/health` is told apart by the `E2b-Sandbox-Port` header the SDKs send.
+    """
+
+    @web.middleware
+    async def select(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request[API_KEY] = _api_of(request, code_port) if single_port else ENVD
+        return await handler(request)
+
+    return select
+
+
+def _api_of(request: web.Request, code_port: int) -> str:
+    path = request.path
+    if path == "/execute" or path == "/contexts" or path.startswith("/contexts/"):
+        return CODE
+    if path == "/health" and request.headers.get("E2b-Sandbox-Port") == str(code_port):
+        return CODE
+    return ENVD
+
+
+def only_for(api: str, middleware: Middleware) -> Middleware:
+    """Apply `middleware` only to requests of one API."""
+
+    @web.middleware
+    async def scoped(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.get(API_KEY, api) != api:
+            return await handler(request)
+        return await middleware(request, handler)
+
+    return scoped
+
+
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Permissive CORS for browsers running the JS SDK (spec 1.5)."""
+    origin = request.headers.get("Origin")
+    if request.method == "OPTIONS" and origin and "Access-Control-Request-Method" in request.headers:
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": "*",
+                "Access-Control-Allow-Methods": "HEAD, GET, POST, PUT, PATCH, DELETE",
+                "Access-Control-Allow-Headers": request.headers.get(
+                    "Access-Control-Request-Headers", ""
+                ),
+                "Access-Control-Max-Age": "7200",
+                "Vary": "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+            },
+        )
+    if origin:
+        request["cors_headers"] = {
+            "Access-Control-Allow-Origin": "*",
+            "Access-Control-Expose-Headers": CORS_EXPOSED,
+            "Vary": "Origin",
+        }
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+    if origin and not response.prepared:
+        response.headers.update(request["cors_headers"])
+    if isinstance(response, web.HTTPException):
+        raise response
+    return response
+
+
+async def add_cors_to_streams(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare` hook: streaming responses get CORS headers too."""
+    headers = request.get("cors_headers")
+    if headers:
+        response.headers.update(headers)
+
+
+def access_token_gate(config: Config) -> Middleware:
+    """With a token configured, everything but the exempt routes needs it (5.1)."""
+
+    @web.middleware
+    async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        token = config.access_token
+        if token and (request.method, request.path) not in TOKEN_EXEMPT:
+            if not token_matches(token, request.headers.get("X-Access-Token")):
+                return http_error(401, UNAUTHORIZED_MESSAGE)
+        return await handler(request)
+
+    return gate
+
+
+def basic_user_check(is_rpc_path: Callable[[str], bool]) -> Middleware:
+    """A Basic header naming an unknown user fails every request (1.4 step 3).
+
+    RPC paths are checked by the Connect layer, which knows the stream format.
+    """
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not is_rpc_path(request.path):
+            try:
+                check_basic_user(request.headers.get("Authorization"))
+            except ConnectError as exc:
+                return connect_error_response(exc)
+        return await handler(request)
+
+    return check
+
+
+@web.middleware
+async def plain_not_found(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Go's mux answers unknown paths with `404 page not found` in plain text."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return web.Response(status=404, text="404 page not found")
+    except web.HTTPMethodNotAllowed as exc:
+        return web.Response(
+            status=405, text="method not allowed", headers={"Allow": ", ".join(exc.allowed_methods)}
+        )

@@ -1,0 +1,118 @@
+"""Users, credentials and path resolution (spec envd.md 1.7 and 1.8).
+
+The daemon does all file work as root; a "user" only decides how paths
+resolve, who owns what the daemon creates, and the credentials of processes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import posixpath
+import pwd
+from dataclasses import dataclass
+
+
+class UserError(Exception):
+    """The request named a user we cannot act as (Connect `unauthenticated`)."""
+
+
+class PathError(Exception):
+    """A path that cannot be resolved for the user (Connect `invalid_argument`)."""
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+    home: str
+    shell: str
+
+    def groups(self) -> list[int]:
+        """Primary plus supplementary group ids, as `initgroups` would set them."""
+        return os.getgrouplist(self.name, self.gid)
+
+
+def lookup_user(name: str) -> User:
+    """Look a user up in the system database; raises `UserError` if unknown."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise UserError(f"invalid username: '{name}'") from None
+    return User(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, entry.pw_shell)
+
+
+def lookup_default_user(name: str) -> User:
+    """The configured default user, with upstream's error texts."""
+    if not name:
+        raise UserError("no user specified")
+    try:
+        return lookup_user(name)
+    except UserError:
+        raise UserError(f"invalid default user: '{name}'") from None
+
+
+def basic_auth_username(header: str | None) -> str | None:
+    """Username of an `Authorization: Basic` header, parsed like Go's `BasicAuth`.
+
+    Anything malformed counts as absent: only a well-formed header can fail
+    later, when the user it names does not exist.
+    """
+    if not header:
+        return None
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    if ":" not in decoded:
+        return None
+    return decoded.split(":", 1)[0]
+
+
+def resolve_path(path: str, user: User, default_workdir: str = "") -> str:
+    """Resolve a request path for `user` (spec 1.8).
+
+    Empty → default workdir; `~` → home; absolute paths are returned as given
+    (upstream does not clean them); relative paths are joined onto the home.
+    """
+    if path == "" and default_workdir:
+        path = default_workdir
+    if path.startswith("~"):
+        rest = path[1:]
+        if rest and rest[0] not in "/\\":
+            raise PathError(
+                f"failed to expand path '{path}' for user '{user.name}': "
+                "cannot expand user-specific home dir"
+            )
+        path = posixpath.normpath(posixpath.join(user.home, rest.lstrip("/\\")))
+    if posixpath.isabs(path):
+        return path
+    return posixpath.normpath(posixpath.join(user.home, path))
+
+
+def chown_to(path: str, user: User) -> None:
+    """Give `path` to the user, without following a final symlink."""
+    os.lchown(path, user.uid, user.gid)
+
+
+def make_dirs_for(path: str, user: User) -> None:
+    """`mkdir -p` that hands every directory it creates to `user`."""
+    missing: list[str] = []
+    current = path
+    while current and not os.path.lexists(current):
+        missing.append(current)
+        parent = posixpath.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o755)
+        except FileExistsError:
+            continue
+        chown_to(directory, user)
