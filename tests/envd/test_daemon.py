@@ -1,0 +1,192 @@
+"""The daemon as a whole: health, routing, /envs, /init, tokens, CORS, shutdown."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import psutil
+from e2b import Sandbox as EnvdSandbox
+
+from envd import ENVD_PROTOCOL_VERSION
+from tests.harness import DaemonProcess
+
+
+def http(
+    daemon: DaemonProcess,
+    path: str,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(
+        daemon.url + path, data=body, method=method, headers=headers or {}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def rpc(daemon: DaemonProcess, path: str, headers: dict[str, str] | None = None):
+    return http(
+        daemon,
+        path,
+        "POST",
+        b"{}",
+        {"Content-Type": "application/json", **(headers or {})},
+    )
+
+
+def test_sdk_connects_and_sees_it_running(sandbox) -> None:
+    assert sandbox.is_running()
+
+
+def test_health_on_both_apis(daemon: DaemonProcess) -> None:
+    status, headers, body = http(daemon, "/health", headers={"E2b-Sandbox-Port": "49983"})
+    assert (status, body) == (204, b"")
+    assert headers["Cache-Control"] == "no-store"
+    status, _, body = http(daemon, "/health", headers={"E2b-Sandbox-Port": "49999"})
+    assert (status, json.loads(body)) == (200, "OK")
+
+
+def test_unknown_path_and_wrong_method(daemon: DaemonProcess) -> None:
+    status, _, body = http(daemon, "/no/such/route")
+    assert (status, body) == (404, b"404 page not found")
+    status, headers, _ = http(daemon, "/filesystem.Filesystem/Stat")
+    assert status == 405
+    assert headers["Allow"] == "POST"
+    status, _, _ = http(daemon, "/envs", method="DELETE")
+    assert status == 405
+
+
+def test_cors_preflight_and_simple_requests(daemon: DaemonProcess) -> None:
+    status, headers, _ = http(
+        daemon,
+        "/filesystem.Filesystem/Stat",
+        method="OPTIONS",
+        headers={
+            "Origin": "http://example.test",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,connect-protocol-version",
+        },
+    )
+    assert status == 204
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert headers["Access-Control-Allow-Headers"] == "content-type,connect-protocol-version"
+    assert headers["Access-Control-Max-Age"] == "7200"
+    _, headers, _ = http(daemon, "/envs", headers={"Origin": "http://example.test"})
+    assert headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_metrics_fields(daemon: DaemonProcess) -> None:
+    status, _, body = http(daemon, "/metrics")
+    metrics = json.loads(body)
+    assert status == 200
+    for key in ("ts", "cpu_count", "mem_total_mib", "mem_used_mib", "mem_total", "mem_used",
+                "mem_cache", "disk_used", "disk_total"):
+        assert isinstance(metrics[key], int), key
+    assert isinstance(metrics["cpu_used_pct"], (int, float))
+    assert 0 < metrics["mem_used"] < metrics["mem_total"]
+    assert 0 < metrics["disk_used"] <= metrics["disk_total"]
+
+
+def test_unknown_basic_user_is_unauthenticated(daemon: DaemonProcess) -> None:
+    auth = {"Authorization": "Basic " + base64.b64encode(b"nosuchuser:").decode()}
+    status, _, body = http(daemon, "/envs", headers=auth)
+    assert status == 401
+    assert json.loads(body) == {
+        "code": "unauthenticated",
+        "message": "invalid username: 'nosuchuser'",
+    }
+
+
+def test_envs_reflect_cli_and_init(daemon_factory) -> None:
+    daemon = daemon_factory("--env", "FROM_CLI=1", "--env", "OTHER=x=y")
+    envs = json.loads(http(daemon, "/envs")[2])
+    assert envs["FROM_CLI"] == "1" and envs["OTHER"] == "x=y"
+    assert envs["E2B_SANDBOX"] == "true"
+    status, headers, _ = http(
+        daemon, "/init", "POST", json.dumps({"envVars": {"NEW": "v", "E2B_SANDBOX": "no"}}).encode(),
+        {"Content-Type": "application/json"},
+    )
+    assert status == 204
+    assert headers["X-Envd-Version"] == ENVD_PROTOCOL_VERSION
+    envs = json.loads(http(daemon, "/envs")[2])
+    assert envs == {"NEW": "v", "E2B_SANDBOX": "true"}  # replaced; internal ones win
+
+
+def test_init_token_then_required(daemon_factory) -> None:
+    daemon = daemon_factory()
+    assert rpc(daemon, "/filesystem.Filesystem/Stat")[0] != 401
+    body = json.dumps({"accessToken": "s3cret", "timestamp": "2026-01-01T00:00:00Z"}).encode()
+    assert http(daemon, "/init", "POST", body, {"Content-Type": "application/json"})[0] == 204
+
+    status, _, reply = rpc(daemon, "/filesystem.Filesystem/Stat")
+    assert status == 401
+    assert json.loads(reply)["message"].startswith("unauthorized access")
+    assert rpc(daemon, "/filesystem.Filesystem/Stat", {"X-Access-Token": "wrong"})[0] == 401
+    assert rpc(daemon, "/filesystem.Filesystem/Stat", {"X-Access-Token": "s3cret"})[0] != 401
+    assert http(daemon, "/envs")[0] == 401
+    assert http(daemon, "/envs", headers={"X-Access-Token": "s3cret"})[0] == 200
+    assert http(daemon, "/health")[0] == 204  # exempt
+
+    # Once set, the token can only be repeated, never changed or dropped.
+    changed = json.dumps({"accessToken": "other"}).encode()
+    status, _, text = http(daemon, "/init", "POST", changed, {"Content-Type": "application/json"})
+    assert (status, text) == (401, b"access token validation failed")
+    status, _, text = http(daemon, "/init", "POST", b"{}", {"Content-Type": "application/json"})
+    assert (status, text) == (401, b"access token reset not authorized")
+
+
+def test_init_rejects_bad_bodies(daemon_factory) -> None:
+    daemon = daemon_factory()
+    for body in (b"[1]", b"{not json", json.dumps({"accessToken": ""}).encode(),
+                 json.dumps({"envVars": {"A": 1}}).encode(),
+                 json.dumps({"defaultUser": "nosuchuser"}).encode()):
+        status, _, _ = http(daemon, "/init", "POST", body, {"Content-Type": "application/json"})
+        assert status == 400, body
+    assert http(daemon, "/health")[0] == 204
+
+
+def test_version_flag() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "envd", "--version"], capture_output=True, text=True, check=True
+    )
+    major, minor, patch = (int(p) for p in out.stdout.split()[0].split("."))
+    assert (major, minor, patch) >= (0, 6, 4)
+
+
+def test_graceful_shutdown_leaves_no_children(daemon_factory) -> None:
+    daemon = daemon_factory()
+    sandbox = EnvdSandbox.create(**daemon.sdk_opts())
+    handle = sandbox.commands.run("sleep 1000 & sleep 1000", background=True)
+    child = psutil.Process(handle.pid)
+    descendants = [child, *child.children(recursive=True)]
+    started = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - started < 5
+    gone, alive = psutil.wait_procs(descendants, timeout=2)
+    assert alive == []
+    assert "Traceback" not in daemon.log_text()
+
+
+def test_orphans_are_reaped(daemon_factory) -> None:
+    """An orphan re-parented to the daemon (a subreaper) does not stay a zombie."""
+    daemon = daemon_factory()
+    sandbox = EnvdSandbox.create(**daemon.sdk_opts())
+    result = sandbox.commands.run("(sleep 0.3 & echo $!) ; exit 0")
+    orphan = int(result.stdout.strip())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and psutil.pid_exists(orphan):
+        time.sleep(0.2)
+    assert not psutil.pid_exists(orphan), "orphan left as a zombie"
+    assert daemon.zombies() == []
+    assert os.getpid() != orphan
