@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from envd.auth import TOKEN_EXEMPT, UNAUTHORIZED_MESSAGE, token_matches
-from envd.config import Config
+from envd.config import CODE_INTERPRETER_PORT, Config
 from envd.connect.errors import ConnectError
 from envd.connect.server import check_basic_user, connect_error_response
 from envd.http.errors import http_error
@@ -70,7 +70,10 @@ def _api_of(request: web.Request, code_port: int) -> str:
     path = request.path
     if path == "/execute" or path == "/contexts" or path.startswith("/contexts/"):
         return CODE
-    if path == "/health" and request.headers.get("E2b-Sandbox-Port") == str(code_port):
+    if path == "/health" and request.headers.get("E2b-Sandbox-Port") in (
+        str(code_port),
+        str(CODE_INTERPRETER_PORT),  # what the SDKs send, whatever port we listen on
+    ):
         return CODE
     return ENVD
 
