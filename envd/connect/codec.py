@@ -30,6 +30,9 @@ class JsonCodec:
         message = message_type()
         if not data.strip():
             return message
+        if not data.lstrip().startswith(b"{"):
+            # json_format.Parse accepts `[]` as an empty message; protojson does not.
+            raise ConnectError(Code.INVALID_ARGUMENT, "unmarshal message: expected a JSON object")
         try:
             json_format.Parse(data, message, ignore_unknown_fields=True)
         except (json_format.ParseError, UnicodeDecodeError, ValueError) as exc:

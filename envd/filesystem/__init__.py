@@ -1,15 +1,5 @@
-"""filesystem.Filesystem service (placeholder until implemented)."""
+"""filesystem.Filesystem service: stat, list, make, move, remove and watch (spec envd.md 3)."""
 
-from envd.config import Config
-from envd.connect import Rpc
+from envd.filesystem.service import FilesystemService
 
-
-class FilesystemService:
-    def __init__(self, config: Config) -> None:
-        self.config = config
-
-    def rpcs(self) -> list[Rpc]:
-        return []
-
-    async def close(self) -> None:
-        pass
+__all__ = ["FilesystemService"]

@@ -1,13 +1,511 @@
-"""`GET /files` and `POST /files` (placeholder until implemented)."""
+"""`GET /files` (download) and `POST /files` (upload), spec envd.md 5.6, 5.7, 5.9.
 
-from aiohttp import web
+Both stream: uploads go to disk in bounded chunks, downloads are read in a
+thread chunk by chunk, so memory stays flat whatever the file size.
+"""
 
+from __future__ import annotations
+
+import mimetypes
+import os
+import posixpath
+import re
+import stat
+import zlib
+from collections.abc import AsyncIterator
+from email.utils import formatdate, parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, unquote
+
+from aiohttp import BodyPartReader, web
+
+from envd.auth import SignatureError, check_file_access
 from envd.config import Config
+from envd.filesystem.metadata import MetadataError, metadata_from_headers
+from envd.filesystem.upload import FileUpload, TransferError, run_blocking
+from envd.http.errors import http_error
+from envd.users import PathError, User, UserError, lookup_user, resolve_path
+
+CHUNK_BYTES = 256 * 1024
+GZIP_LEVEL = 6
+_RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+_TOKEN_SPECIALS = set('()<>@,;:\\"/[]?= ')
 
 
 class FileRoutes:
+    """The two `/files` handlers; they authorize themselves (token or signature)."""
+
     def __init__(self, config: Config) -> None:
         self.config = config
 
     def routes(self) -> list[web.RouteDef]:
-        return []
+        return [
+            web.get("/files", self.download, allow_head=False),
+            web.post("/files", self.upload),
+        ]
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self._authorize(request, "read")
+            user = self._user(request)
+            path = self._resolve(request.query.get("path", ""), user)
+            size, mtime = _regular_file(path)
+            gzip = _negotiate(request)
+            fd = _open_for_reading(path)
+        except TransferError as exc:
+            return http_error(exc.status, exc.message)
+        except _PlainBadRequest as exc:
+            return web.Response(status=400, text=str(exc))
+        try:
+            return await _send_file(request, fd, path, size, mtime, gzip)
+        finally:
+            os.close(fd)
+
+    async def upload(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self._authorize(request, "write")
+            _check_content_encoding(request)
+            user = self._user(request)
+            metadata = _metadata(request)
+            # aiohttp reports a missing Content-Type as octet-stream; upstream refuses it.
+            declared = request.headers.get("Content-Type", "").strip()
+            media_type = request.content_type.lower() if declared else ""
+            if media_type == "application/octet-stream":
+                written = [await self._upload_raw(request, user, metadata)]
+            elif media_type.startswith("multipart/"):
+                if _is_gzipped(request):  # no SDK sends it; say so rather than misread it
+                    raise TransferError(400, "gzip-encoded multipart uploads are not supported")
+                written = await self._upload_multipart(request, user, metadata)
+            else:
+                raise TransferError(
+                    400,
+                    f"unsupported content type: {request.headers.get('Content-Type', '')}, "
+                    "expected multipart/form-data or application/octet-stream",
+                )
+        except BodyError as exc:
+            return _close_after(request, http_error(exc.status, exc.message))
+        except TransferError as exc:
+            return http_error(exc.status, exc.message)
+        except _PlainBadRequest as exc:
+            return web.Response(status=400, text=str(exc))
+        return web.json_response(written)
+
+    # -- request prelude ---------------------------------------------------
+
+    def _authorize(self, request: web.Request, operation: str) -> None:
+        query = {key: request.query.getone(key) for key in request.query.keys()}
+        try:
+            check_file_access(
+                self.config.access_token, request.headers.get("X-Access-Token"), query, operation
+            )
+        except SignatureError as exc:
+            raise TransferError(401, str(exc)) from None
+        except ValueError:
+            raise _PlainBadRequest(
+                "Invalid format for parameter signature_expiration: "
+                f"{query.get('signature_expiration')!r} is not an integer"
+            ) from None
+
+    def _user(self, request: web.Request) -> User:
+        """`username` if present (even empty), else the default user (spec 1.7)."""
+        name = request.query.get("username")
+        if name is None:
+            name = self.config.default_user
+            if not name:
+                raise TransferError(400, "username not provided")
+        try:
+            return lookup_user(name)
+        except UserError:
+            raise TransferError(
+                401, f"error looking up user '{name}': user: unknown user {name}"
+            ) from None
+
+    def _resolve(self, path: str, user: User) -> str:
+        try:
+            return resolve_path(path, user, self.config.default_workdir)
+        except PathError as exc:
+            raise TransferError(400, f"error expanding and resolving path '{path}': {exc}") from None
+
+    # -- uploads -------------------------------------------------------------
+
+    async def _upload_raw(
+        self, request: web.Request, user: User, metadata: dict[str, str]
+    ) -> dict[str, Any]:
+        raw_path = request.query.get("path")
+        if not raw_path:
+            raise TransferError(400, "path query parameter is required for raw body upload")
+        target = self._resolve(raw_path, user)
+        return await _write_file(target, user, metadata, _body_chunks(request))
+
+    async def _upload_multipart(
+        self, request: web.Request, user: User, metadata: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        """Every `file` part, in order; a later failure keeps earlier files."""
+        query_path = request.query.get("path")
+        written: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    continue
+                disposition = _disposition_params(part.headers.get("Content-Disposition", ""))
+                if disposition.get("name") != "file":
+                    continue
+                name = query_path if query_path is not None else _filename(disposition)
+                if name is None:
+                    raise TransferError(400, "missing filename in multipart part and no path given")
+                target = self._resolve(name, user)
+                if target in seen:
+                    raise TransferError(
+                        400,
+                        f"you cannot upload multiple files to the same path '{target}' in one "
+                        "upload request, only the first specified file was uploaded",
+                    )
+                seen.add(target)
+                written.append(await _write_file(target, user, metadata, _part_chunks(part)))
+        except (ValueError, AssertionError) as exc:
+            raise BodyError(400, f"error parsing multipart request: {exc}") from None
+        return written
+
+
+class BodyError(TransferError):
+    """The request body itself is broken; the connection cannot be reused."""
+
+
+class _PlainBadRequest(Exception):
+    """A parameter-binding failure, which upstream answers with plain text."""
+
+
+def _close_after(request: web.Request, response: web.Response) -> web.Response:
+    """Answer a broken body and drop the connection.
+
+    Marking the payload finished stops aiohttp from draining it after the
+    handler, which would re-raise the body's error as an unhandled exception.
+    """
+    response.force_close()
+    request.content.feed_eof()
+    return response
+
+
+def _check_content_encoding(request: web.Request) -> None:
+    """aiohttp already gunzips the body; only refuse what upstream refuses."""
+    value = request.headers.get("Content-Encoding", "")
+    if value.strip().lower() not in ("", "identity", "gzip"):
+        raise TransferError(
+            400,
+            f"error decompressing request body: unsupported Content-Encoding: {value}, "
+            "supported: [gzip]",
+        )
+
+
+def _metadata(request: web.Request) -> dict[str, str]:
+    try:
+        return metadata_from_headers(request.headers)
+    except MetadataError as exc:
+        raise TransferError(400, f"invalid metadata: {exc}") from None
+
+
+def _filename(params: dict[str, str]) -> str | None:
+    """The part's `filename` exactly as sent, directories and leading `/` included.
+
+    aiohttp's own parser strips leading slashes (the SDKs send absolute
+    paths there) and gives up on several `;` inside quotes, so parse like Go's
+    mime.ParseMediaType: quoted strings with backslash escapes, RFC 2231 `filename*`.
+    """
+    extended = params.get("filename*")
+    if extended is not None and extended.count("'") >= 2:
+        charset, _, rest = extended.partition("'")
+        _, _, encoded = rest.partition("'")
+        try:
+            return unquote(encoded, charset or "utf-8", "strict")
+        except (LookupError, UnicodeDecodeError):
+            pass
+    return params.get("filename")
+
+
+def _disposition_params(header: str) -> dict[str, str]:
+    _, _, text = header.partition(";")
+    params: dict[str, str] = {}
+    pos, size = 0, len(text)
+    while pos < size:
+        while pos < size and text[pos] in " \t;":
+            pos += 1
+        equals = text.find("=", pos)
+        if equals < 0:
+            break
+        key = text[pos:equals].strip().lower()
+        pos = equals + 1
+        while pos < size and text[pos] in " \t":
+            pos += 1
+        if pos < size and text[pos] == '"':
+            chars, pos = [], pos + 1
+            while pos < size and text[pos] != '"':
+                if text[pos] == "\\" and pos + 1 < size:
+                    pos += 1
+                chars.append(text[pos])
+                pos += 1
+            pos += 1
+            value = "".join(chars)
+        else:
+            end = text.find(";", pos)
+            end = size if end < 0 else end
+            value, pos = text[pos:end].strip(), end
+        params.setdefault(key, value)
+    return params
+
+
+def _is_gzipped(request: web.Request) -> bool:
+    return request.headers.get("Content-Encoding", "").strip().lower() == "gzip"
+
+
+async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    """The decoded upload body, chunk by chunk.
+
+    The server runs with aiohttp's `auto_decompress` off, so gzip is decoded
+    here, where a truncated stream is an error instead of a short file.
+    """
+    chunks = request.content.iter_chunked(CHUNK_BYTES)
+    if not _is_gzipped(request):
+        async for chunk in chunks:
+            yield chunk
+        return
+    decompressor = zlib.decompressobj(31)
+    async for chunk in chunks:
+        while chunk:
+            yield decompressor.decompress(chunk, CHUNK_BYTES)  # bounded: no zip bomb
+            chunk = decompressor.unconsumed_tail
+    if not decompressor.eof:
+        raise ValueError("unexpected end of gzip stream")
+
+
+async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(CHUNK_BYTES):
+        yield chunk
+    if not part.at_eof():  # the body ended before the part's boundary
+        raise ValueError("multipart body ends in the middle of a part")
+
+
+async def _write_file(
+    target: str, user: User, metadata: dict[str, str], chunks: AsyncIterator[bytes]
+) -> dict[str, Any]:
+    """Stream `chunks` into `target`; on any failure remove what was written."""
+    upload = FileUpload(target, user)
+    upload.open()
+    try:
+        async for chunk in chunks:
+            await upload.write(chunk)
+        return await upload.finish(metadata)
+    except TransferError:
+        upload.abort()
+        raise
+    except Exception as exc:  # body cut off, bad gzip, broken multipart
+        upload.abort()
+        raise BodyError(400, f"error reading request body: {exc}") from None
+    except BaseException:  # cancelled: the client went away mid-body
+        upload.abort()
+        raise
+
+
+# -- downloads ---------------------------------------------------------------
+
+
+def _regular_file(path: str) -> tuple[int, float]:
+    """Size and mtime of the file to send (following symlinks)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise TransferError(404, f"path '{path}' does not exist") from None
+    except OSError as exc:
+        raise TransferError(500, f"error checking if path exists '{path}': {exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise TransferError(400, f"path '{path}' is a directory")
+    return st.st_size, st.st_mtime
+
+
+def _open_for_reading(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise TransferError(500, f"error opening file '{path}': {exc}") from None
+
+
+def _negotiate(request: web.Request) -> bool:
+    """True to gzip the body. Upstream's rules: gzip or identity, by q-value."""
+    conditional = any(
+        h in request.headers for h in ("Range", "If-Modified-Since", "If-None-Match", "If-Range")
+    )
+    choice = choose_encoding(request.headers.get("Accept-Encoding"), identity_only=conditional)
+    if choice is None:
+        raise TransferError(
+            406,
+            "error parsing Accept-Encoding: no acceptable encoding found, supported: [gzip]",
+        )
+    return choice == "gzip"
+
+
+def choose_encoding(header: str | None, identity_only: bool = False) -> str | None:
+    """`gzip`, `identity`, or None when nothing acceptable (→ 406)."""
+    items = _parse_accept_encoding(header or "")
+    q = {coding: value for coding, value in items}
+    identity_ok = q.get("identity", q.get("*", 1.0) if "*" in q else 1.0) > 0
+    if identity_only:
+        return "identity" if identity_ok else None
+    for coding, value in sorted(items, key=lambda item: -item[1]):
+        if value <= 0:
+            continue
+        if coding == "gzip":
+            return "gzip"
+        if coding == "identity":
+            return "identity"
+        if coding == "*":
+            return "identity" if identity_ok else "gzip"
+    return "identity" if identity_ok else None
+
+
+def _parse_accept_encoding(header: str) -> list[tuple[str, float]]:
+    items = []
+    for raw in header.split(","):
+        coding, _, params = raw.strip().partition(";")
+        coding = coding.strip().lower()
+        if not coding:
+            continue
+        quality = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        items.append((coding, quality))
+    return items
+
+
+async def _send_file(
+    request: web.Request, fd: int, path: str, size: int, mtime: float, gzip: bool
+) -> web.StreamResponse:
+    headers = {
+        "Content-Disposition": content_disposition(posixpath.basename(path)),
+        "Content-Type": content_type_for(path),
+        "Vary": "Accept-Encoding",
+    }
+    if gzip:
+        response = web.StreamResponse(status=200, headers={**headers, "Content-Encoding": "gzip"})
+        await response.prepare(request)
+        await _stream_gzip(response, fd)
+        return response
+    last_modified = formatdate(mtime, usegmt=True)
+    headers.update({"Accept-Ranges": "bytes", "Last-Modified": last_modified})
+    if _not_modified(request, mtime):
+        return web.Response(status=304, headers=headers)
+    start, end = 0, size
+    status = 200
+    range_header = request.headers.get("Range")
+    # Several ranges would need multipart/byteranges; ignoring Range is allowed.
+    if range_header and "," not in range_header and _if_range_matches(request, last_modified):
+        parsed = parse_range(range_header, size)
+        if parsed is None:
+            return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+        start, end = parsed
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = end - start
+    await response.prepare(request)
+    await _stream_plain(response, fd, start, end)
+    return response
+
+
+async def _stream_plain(response: web.StreamResponse, fd: int, start: int, end: int) -> None:
+    offset = start
+    try:
+        while offset < end:
+            chunk = await run_blocking(os.pread, fd, min(CHUNK_BYTES, end - offset), offset)
+            if not chunk:
+                break  # the file shrank meanwhile
+            await response.write(chunk)
+            offset += len(chunk)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # a streaming reader may hang up after the first chunk (spec 5.6)
+
+
+async def _stream_gzip(response: web.StreamResponse, fd: int) -> None:
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+    offset = 0
+    try:
+        while True:
+            data, read = await run_blocking(_read_compressed, fd, offset, compressor)
+            offset += read
+            if data:
+                await response.write(data)
+            if not read:
+                break
+        await response.write_eof()
+    except ConnectionError:
+        pass  # a streaming reader may hang up after the first chunk (spec 5.6)
+
+
+def _read_compressed(fd: int, offset: int, compressor: Any) -> tuple[bytes, int]:
+    """One chunk read and compressed (in a thread); at EOF the gzip trailer."""
+    chunk = os.pread(fd, CHUNK_BYTES, offset)
+    if not chunk:
+        return compressor.flush(), 0
+    return compressor.compress(chunk), len(chunk)
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """A single `bytes=a-b` range as a half-open (start, end); None if unsatisfiable."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes":
+        return None
+    match = _RANGE.match(spec)
+    if match is None:
+        return None
+    first, last = match.groups()
+    if first == "":
+        if last == "" or int(last) == 0:
+            return None
+        return max(size - int(last), 0), size
+    start = int(first)
+    end = size if last == "" else min(int(last) + 1, size)
+    if start >= size or end <= start:
+        return None
+    return start, end
+
+
+def _not_modified(request: web.Request, mtime: float) -> bool:
+    value = request.headers.get("If-Modified-Since")
+    if not value or "If-None-Match" in request.headers:
+        return False
+    try:
+        since = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return False
+    return int(mtime) <= since
+
+
+def _if_range_matches(request: web.Request, last_modified: str) -> bool:
+    value = request.headers.get("If-Range")
+    return value is None or value.strip() == last_modified
+
+
+def content_type_for(path: str) -> str:
+    """By extension of the requested path, as Go does; text gets `charset=utf-8`."""
+    guessed, _ = mimetypes.guess_type(path, strict=False)
+    if guessed is None:
+        return "application/octet-stream"
+    if guessed.startswith("text/"):
+        return f"{guessed}; charset=utf-8"
+    return guessed
+
+
+def content_disposition(name: str) -> str:
+    """`inline; filename=...` like Go's mime.FormatMediaType (token, quoted, or RFC 2231)."""
+    if not all(ch == "\t" or 0x20 <= ord(ch) <= 0x7E for ch in name):
+        return f"inline; filename*=utf-8''{quote(name, safe='')}"
+    if name and all(32 < ord(ch) < 127 and ch not in _TOKEN_SPECIALS for ch in name):
+        return f"inline; filename={name}"
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'inline; filename="{escaped}"'

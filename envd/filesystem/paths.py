@@ -1,0 +1,102 @@
+"""Filesystem operations shared by the RPCs and `/files`: mkdir -p, rm -rf, listing.
+
+They run as root and only hand ownership of what they create to the acting
+user (spec envd.md 1.7); errors are plain OSErrors for the callers to map.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import shutil
+import stat
+from collections.abc import Iterator
+
+from envd.users import User, make_dirs_for
+
+
+class NotADirectoryComponent(OSError):
+    """An existing path component is not a directory (`path is a file: <c>`)."""
+
+    def __init__(self, component: str) -> None:
+        super().__init__(errno.ENOTDIR, f"path is a file: {component}")
+        self.component = component
+
+    def __str__(self) -> str:
+        return f"path is a file: {self.component}"
+
+
+def ensure_dir(path: str, user: User) -> None:
+    """`mkdir -p path` (0755, umask applies), each created directory owned by `user`."""
+    try:
+        make_dirs_for(path, user)
+    except (NotADirectoryError, FileExistsError):
+        raise NotADirectoryComponent(_first_non_directory(path) or path) from None
+    if not os.path.isdir(path):
+        raise NotADirectoryComponent(_first_non_directory(path) or path)
+
+
+def _first_non_directory(path: str) -> str | None:
+    """The first component of `path`, from the root down, that exists but is no directory."""
+    current = "/"
+    for part in path.strip("/").split("/"):
+        current = posixpath.join(current, part)
+        if not os.path.lexists(current):
+            return None
+        if not os.path.isdir(current):
+            return current
+    return None
+
+
+def remove_tree(path: str) -> None:
+    """`rm -rf path` without following symlinks; a missing path is success."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path, onerror=_ignore_vanished)
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _ignore_vanished(function, path, exc_info) -> None:  # type: ignore[no-untyped-def]
+    """A concurrent delete is not an error for `rm -rf`."""
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]
+
+
+def walk_sorted(root: str, depth: int) -> Iterator[str]:
+    """Paths under `root` relative to it: depth-first, pre-order, byte-wise by name.
+
+    Symlinks are listed but not followed; directories at `depth` are not entered.
+    Iterative, so a very deep tree cannot exhaust the interpreter's stack.
+    Raises OSError if a directory cannot be read (vanished ones are skipped).
+    """
+    stack = [(1, "", iter(_sorted_children(root, "")))]
+    while stack:
+        level, relative, children = stack[-1]
+        for name, is_dir in children:
+            child = posixpath.join(relative, name) if relative else name
+            yield child
+            if is_dir and level < depth:
+                entries = _sorted_children(posixpath.join(root, child), child)
+                stack.append((level + 1, child, iter(entries)))
+                break
+        else:
+            stack.pop()
+
+
+def _sorted_children(directory: str, relative: str) -> list[tuple[str, bool]]:
+    try:
+        with os.scandir(directory) as listing:
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in listing]
+    except FileNotFoundError:
+        if relative:
+            return []
+        raise
+    return sorted(entries, key=lambda item: os.fsencode(item[0]))

@@ -1,0 +1,1 @@
+"""Protobuf messages generated from the .proto files next to this module."""

@@ -1,0 +1,328 @@
+"""Watching (spec envd.md 3.4, 3.5): exact event sequences through the official SDK,
+plus the raw stream for what the SDK hides (end-of-stream, shutdown, cleanup)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import signal
+
+import aiohttp
+import psutil
+import pytest
+from e2b import FileNotFoundException, InvalidArgumentException, SandboxException
+from e2b.sandbox.filesystem.filesystem import FileType
+from e2b.sandbox.filesystem.watch_handle import FilesystemEventType as T
+
+from tests.envd.fs_client import daemon, envelope, home_dir, parse_envelopes, unary  # noqa: F401
+
+pytestmark = pytest.mark.timeout(60)
+USER_AUTH = {"Authorization": "Basic " + base64.b64encode(b"user:").decode()}
+
+
+def kinds(events) -> list[tuple[str, T]]:
+    return [(e.name, e.type) for e in events]
+
+
+# -- polling watchers (CreateWatcher / GetWatcherEvents) ----------------------------
+
+
+def test_new_file_is_exactly_create_chmod_write(sandbox, home_dir) -> None:
+    handle = sandbox.files.watch_dir(home_dir)
+    sandbox.files.write(f"{home_dir}/new.txt", "hello")
+    assert kinds(handle.get_new_events()) == [
+        ("new.txt", T.CREATE), ("new.txt", T.CHMOD), ("new.txt", T.WRITE)
+    ]
+    assert handle.get_new_events() == []  # the buffer was handed out
+    handle.stop()
+
+
+def test_overwrite_is_chmod_then_writes(sandbox, home_dir) -> None:
+    sandbox.files.write(f"{home_dir}/f.txt", "one")
+    handle = sandbox.files.watch_dir(home_dir, include_entry=True)
+    sandbox.files.write(f"{home_dir}/f.txt", "two")
+    events = handle.get_new_events()
+    assert kinds(events) in (
+        [("f.txt", T.CHMOD), ("f.txt", T.WRITE)],
+        [("f.txt", T.CHMOD), ("f.txt", T.WRITE), ("f.txt", T.WRITE)],
+    )
+    write = events[-1]
+    assert write.entry is not None
+    assert (write.entry.name, write.entry.path, write.entry.type) == (
+        "f.txt", f"{home_dir}/f.txt", FileType.FILE
+    )
+    handle.stop()
+
+
+def test_entries_only_on_create_write_chmod(sandbox, home_dir) -> None:
+    handle = sandbox.files.watch_dir(home_dir, include_entry=True)
+    sandbox.files.write(f"{home_dir}/a", "x")
+    sandbox.files.rename(f"{home_dir}/a", f"{home_dir}/b")
+    sandbox.files.remove(f"{home_dir}/b")
+    events = handle.get_new_events()
+    assert kinds(events) == [
+        ("a", T.CREATE), ("a", T.CHMOD), ("a", T.WRITE),
+        ("a", T.RENAME), ("b", T.CREATE), ("b", T.REMOVE),
+    ]
+    with_entry = [e.type for e in events if e.entry is not None]
+    assert with_entry == [T.CREATE, T.CHMOD, T.WRITE, T.CREATE]
+    handle.stop()
+
+
+def test_make_dir_and_chmod(sandbox, home_dir) -> None:
+    handle = sandbox.files.watch_dir(home_dir)
+    sandbox.files.make_dir(f"{home_dir}/d")
+    assert kinds(handle.get_new_events()) == [("d", T.CREATE), ("d", T.CHMOD)]
+    os.chmod(home_dir, 0o750)  # the root itself is "."
+    assert kinds(handle.get_new_events()) == [(".", T.CHMOD)]
+    handle.stop()
+
+
+def test_non_recursive_ignores_subdirectories(sandbox, home_dir) -> None:
+    sandbox.files.make_dir(f"{home_dir}/sub")
+    handle = sandbox.files.watch_dir(home_dir)
+    sandbox.files.write(f"{home_dir}/sub/inner", "x")
+    sandbox.files.write(f"{home_dir}/top", "x")
+    assert [n for n, _ in kinds(handle.get_new_events())] == ["top"] * 3
+    handle.stop()
+
+
+def test_recursive_existing_subdirectory(sandbox, home_dir) -> None:
+    sandbox.files.make_dir(f"{home_dir}/nested")
+    handle = sandbox.files.watch_dir(home_dir, recursive=True)
+    sandbox.files.write(f"{home_dir}/nested/file", "x")
+    assert kinds(handle.get_new_events()) == [
+        ("nested/file", T.CREATE), ("nested/file", T.CHMOD), ("nested/file", T.WRITE)
+    ]
+    handle.stop()
+
+
+def test_recursive_picks_up_new_directories(sandbox, home_dir) -> None:
+    handle = sandbox.files.watch_dir(home_dir, recursive=True)
+    sandbox.files.make_dir(f"{home_dir}/nested")
+    sandbox.files.write(f"{home_dir}/nested/file", "x")
+    events = kinds(handle.get_new_events())
+    assert events[0] == ("nested", T.CREATE)
+    assert ("nested/file", T.WRITE) in events
+    handle.stop()
+
+
+def test_recursive_mkdir_p_gets_synthetic_creates(sandbox, home_dir) -> None:
+    handle = sandbox.files.watch_dir(home_dir, recursive=True)
+    os.makedirs(f"{home_dir}/a/b/c")
+    with open(f"{home_dir}/a/b/c/f", "w"):
+        pass
+    creates = [e.name for e in handle.get_new_events() if e.type == T.CREATE]
+    assert list(dict.fromkeys(creates)) == ["a", "a/b", "a/b/c", "a/b/c/f"]
+    with open(f"{home_dir}/a/b/c/g", "w") as later:
+        later.write("x")  # the deepest directory is watched now
+    assert ("a/b/c/g", T.WRITE) in kinds(handle.get_new_events())
+    handle.stop()
+
+
+def test_recursive_directory_moved_inside_the_tree(sandbox, home_dir) -> None:
+    os.makedirs(f"{home_dir}/old/deep")
+    handle = sandbox.files.watch_dir(home_dir, recursive=True)
+    os.rename(f"{home_dir}/old", f"{home_dir}/new")
+    assert kinds(handle.get_new_events()) == [("old", T.RENAME), ("new", T.CREATE)]
+    with open(f"{home_dir}/new/deep/f", "w"):
+        pass
+    assert kinds(handle.get_new_events()) == [("new/deep/f", T.CREATE)]
+    handle.stop()
+
+
+def test_recursive_directory_moved_out_is_forgotten(sandbox, home_dir) -> None:
+    os.makedirs(f"{home_dir}/inside/sub")
+    outside = f"{home_dir}-outside"
+    handle = sandbox.files.watch_dir(home_dir, recursive=True)
+    try:
+        os.rename(f"{home_dir}/inside", outside)
+        assert kinds(handle.get_new_events()) == [("inside", T.RENAME)]
+        with open(f"{outside}/sub/f", "w"):
+            pass
+        with open(f"{home_dir}/still", "w"):
+            pass
+        assert kinds(handle.get_new_events()) == [("still", T.CREATE)]
+    finally:
+        handle.stop()
+        shutil.rmtree(outside, ignore_errors=True)
+
+
+def test_removed_subdirectory_reported_once(sandbox, home_dir) -> None:
+    os.makedirs(f"{home_dir}/gone")
+    handle = sandbox.files.watch_dir(home_dir, recursive=True)
+    os.rmdir(f"{home_dir}/gone")
+    assert kinds(handle.get_new_events()) == [("gone", T.REMOVE)]
+    handle.stop()
+
+
+def test_moved_root_reports_rename_dot_and_goes_quiet(sandbox, home_dir) -> None:
+    os.makedirs(f"{home_dir}/root")
+    handle = sandbox.files.watch_dir(f"{home_dir}/root")
+    os.rename(f"{home_dir}/root", f"{home_dir}/moved")
+    assert kinds(handle.get_new_events()) == [(".", T.RENAME)]
+    with open(f"{home_dir}/moved/f", "w"):
+        pass
+    assert handle.get_new_events() == []
+    handle.stop()
+
+
+def test_allow_network_mounts_on_a_local_directory(sandbox, home_dir) -> None:
+    handle = sandbox.files.watch_dir(home_dir, allow_network_mounts=True)
+    sandbox.files.write(f"{home_dir}/x", "x")
+    assert len(handle.get_new_events()) == 3
+    handle.stop()
+
+
+def test_watch_errors(sandbox, home_dir) -> None:
+    with pytest.raises(FileNotFoundException):
+        sandbox.files.watch_dir(f"{home_dir}/missing")
+    sandbox.files.write(f"{home_dir}/file", "x")
+    with pytest.raises(InvalidArgumentException):
+        sandbox.files.watch_dir(f"{home_dir}/file")
+    with pytest.raises(InvalidArgumentException):
+        sandbox.files.watch_dir("~root")
+
+
+def test_unknown_and_removed_watcher_ids(daemon, sandbox, home_dir) -> None:
+    status, body = unary(daemon, "GetWatcherEvents", {"watcherId": "wnope"})
+    assert (status, body) == (404, {"code": "not_found", "message": "watcher with id wnope not found"})
+    status, created = unary(daemon, "CreateWatcher", {"path": home_dir}, USER_AUTH)
+    assert status == 200 and created["watcherId"].startswith("w") and len(created["watcherId"]) == 21
+    assert unary(daemon, "RemoveWatcher", {"watcherId": created["watcherId"]}) == (200, {})
+    status, body = unary(daemon, "RemoveWatcher", {"watcherId": created["watcherId"]})
+    assert (status, body["code"]) == (404, "not_found")
+
+
+def test_watchers_release_their_inotify_instances(daemon, sandbox, home_dir) -> None:
+    before = inotify_fds(daemon.pid)
+    handles = [sandbox.files.watch_dir(home_dir, recursive=True) for _ in range(3)]
+    assert inotify_fds(daemon.pid) == before + 3
+    for handle in handles:
+        handle.stop()
+    assert inotify_fds(daemon.pid) == before
+
+
+def inotify_fds(pid: int) -> int:
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify":
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+# -- the WatchDir stream ----------------------------------------------------------
+
+
+async def test_async_watch_dir_streams_events(async_sandbox, home_dir) -> None:
+    received: list = []
+    arrived = asyncio.Event()
+    exits: list = []
+
+    def on_event(event) -> None:
+        received.append(event)
+        if len(received) >= 3:
+            arrived.set()
+
+    handle = await async_sandbox.files.watch_dir(
+        home_dir, on_event, on_exit=exits.append, recursive=True, include_entry=True
+    )
+    await async_sandbox.files.write(f"{home_dir}/s.txt", "stream")
+    await asyncio.wait_for(arrived.wait(), 30)
+    assert kinds(received) == [("s.txt", T.CREATE), ("s.txt", T.CHMOD), ("s.txt", T.WRITE)]
+    assert received[0].entry is not None and received[0].entry.path == f"{home_dir}/s.txt"
+    await handle.stop()
+    assert exits == [None]
+
+
+async def test_async_watch_missing_directory(async_sandbox, home_dir) -> None:
+    with pytest.raises(FileNotFoundException):
+        await async_sandbox.files.watch_dir(f"{home_dir}/missing", lambda e: None)
+    with pytest.raises(SandboxException):
+        await async_sandbox.files.watch_dir("/etc/hostname", lambda e: None)
+
+
+async def open_stream(url: str, message: dict, headers: dict | None = None):
+    session = aiohttp.ClientSession()
+    response = await session.post(
+        f"{url}/filesystem.Filesystem/WatchDir",
+        data=envelope(message),
+        headers={"Content-Type": "application/connect+json", **USER_AUTH, **(headers or {})},
+    )
+    return session, response
+
+
+async def test_raw_stream_error_before_start_is_an_end_of_stream(daemon, home_dir) -> None:
+    session, response = await open_stream(daemon.url, {"path": f"{home_dir}/missing"})
+    async with session:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "application/connect+json"
+        messages, end = parse_envelopes(await response.read())
+    assert messages == []
+    assert end["error"]["code"] == "not_found"
+    assert end["error"]["message"].startswith(f"path {home_dir}/missing not found")
+
+
+async def test_raw_stream_deadline_ends_with_deadline_exceeded(daemon, home_dir) -> None:
+    session, response = await open_stream(
+        daemon.url, {"path": home_dir}, {"Connect-Timeout-Ms": "300"}
+    )
+    async with session:
+        messages, end = parse_envelopes(await response.read())
+    assert messages == [{"start": {}}]
+    assert end == {"error": {"code": "deadline_exceeded", "message": "context deadline exceeded"}}
+
+
+async def test_client_disconnect_removes_the_watch(daemon, home_dir) -> None:
+    before = inotify_fds(daemon.pid)
+    session, response = await open_stream(daemon.url, {"path": home_dir, "recursive": True})
+    async with session:
+        header = await response.content.readexactly(5)
+        assert json.loads(await response.content.readexactly(header[4])) == {"start": {}}
+        assert inotify_fds(daemon.pid) == before + 1
+        response.close()
+    for _ in range(500):
+        if inotify_fds(daemon.pid) == before:
+            break
+        await asyncio.sleep(0.02)
+    assert inotify_fds(daemon.pid) == before
+
+
+async def test_shutdown_ends_open_streams_cleanly(daemon_factory, home_dir) -> None:
+    own = daemon_factory()
+    session, response = await open_stream(own.url, {"path": home_dir})
+    async with session:
+        header = await response.content.readexactly(5)
+        assert json.loads(await response.content.readexactly(header[4])) == {"start": {}}
+        psutil.Process(own.pid).send_signal(signal.SIGTERM)
+        messages, end = parse_envelopes(await response.content.read())
+    assert (messages, end) == ([], {})
+    assert own.proc.wait(10) == 0
+
+
+async def read_envelope(response) -> tuple[int, dict]:
+    header = await response.content.readexactly(5)
+    length = int.from_bytes(header[1:], "big")
+    return header[0], json.loads(await response.content.readexactly(length))
+
+
+async def test_raw_stream_events_and_keepalives(daemon, home_dir) -> None:
+    session, response = await open_stream(
+        daemon.url, {"path": home_dir, "includeEntry": True}, {"Keepalive-Ping-Interval": "1"}
+    )
+    async with session:
+        assert await read_envelope(response) == (0, {"start": {}})
+        os.mkdir(f"{home_dir}/made")
+        flags, created = await read_envelope(response)
+        assert flags == 0
+        event = created["filesystem"]
+        assert (event["name"], event["type"]) == ("made", "EVENT_TYPE_CREATE")
+        assert event["entry"]["type"] == "FILE_TYPE_DIRECTORY"
+        assert event["entry"]["path"] == f"{home_dir}/made"
+        assert await read_envelope(response) == (0, {"keepalive": {}})  # silence → keep-alive
