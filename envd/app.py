@@ -108,6 +108,9 @@ class Daemon:
             keepalive_timeout=KEEPALIVE_SECONDS,
             access_log=None,
             shutdown_timeout=SHUTDOWN_SECONDS,
+            # Bodies are decoded where they are read, so a truncated gzip
+            # upload is an error rather than a silently short file.
+            auto_decompress=False,
         )
         await runner.setup()
         await web.TCPSite(runner, self.config.host, port, reuse_address=True).start()

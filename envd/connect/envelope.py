@@ -42,7 +42,7 @@ async def read_envelopes(
         if flags & FLAG_END_STREAM:
             return
         if flags & FLAG_COMPRESSED:
-            payload = _decompress(payload, compression)
+            payload = decompress(payload, compression)
         yield payload
 
 
@@ -53,7 +53,7 @@ async def _read_exactly(stream: StreamReader, size: int) -> bytes:
         raise ConnectError(Code.INVALID_ARGUMENT, "protocol error: incomplete envelope") from exc
 
 
-def _decompress(payload: bytes, compression: str) -> bytes:
+def decompress(payload: bytes, compression: str) -> bytes:
     if compression != "gzip":
         raise ConnectError(
             Code.UNIMPLEMENTED, f"compression {compression!r} is not supported"

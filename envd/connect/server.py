@@ -125,7 +125,7 @@ class ConnectServer:
     async def _serve_unary(self, request: web.Request, rpc: Rpc, codec: Codec) -> web.Response:
         try:
             ctx = self._context(request)
-            body = await request.read()
+            body = _decompress_body(await request.read(), request.headers)
             message = codec.decode(body, rpc.request_type)
             reply = await _with_deadline(rpc.handler(message, ctx), ctx.timeout)
         except ConnectError as exc:
@@ -143,9 +143,17 @@ class ConnectServer:
         response = web.StreamResponse(
             status=200, headers={"Content-Type": f"{STREAM_PREFIX}{codec.name}"}
         )
-        await response.prepare(request)
+
+        async def prepare() -> None:
+            # Headers go out only once the request body has been read (as
+            # connect-go does): the SDK's HTTP client (pyqwest/hyper) otherwise
+            # sometimes ends a request body it has not sent yet when the
+            # response headers arrive first, and the RPC sees no message.
+            if not response.prepared:
+                await response.prepare(request)
 
         async def send(message: Message) -> None:
+            await prepare()
             await response.write(envelope.encode(codec.encode(message)))
 
         error: ConnectError | None = None
@@ -165,6 +173,7 @@ class ConnectServer:
             log.exception("RPC %s failed", rpc.path)
             error = ConnectError(Code.INTERNAL, str(exc))
         try:
+            await prepare()
             await response.write(_end_of_stream(error))
             await response.write_eof()
         except ConnectionError:
@@ -238,10 +247,16 @@ async def _decode_each(
 
 
 async def _single_message(requests: AsyncIterator[Message], message_type: type[Message]) -> Message:
-    """A server-streaming call carries exactly one request message."""
+    """A server-streaming call carries exactly one request message.
+
+    The body is read to its end before the handler runs (and before any
+    response byte is sent), like connect-go; extra messages are ignored.
+    """
+    first: Message | None = None
     async for message in requests:
-        return message
-    return message_type()
+        if first is None:
+            first = message
+    return first if first is not None else message_type()
 
 
 async def _with_deadline(coro: Awaitable[Any], timeout: float | None) -> Any:
@@ -251,6 +266,14 @@ async def _with_deadline(coro: Awaitable[Any], timeout: float | None) -> Any:
         return await asyncio.wait_for(coro, timeout)
     except asyncio.TimeoutError:
         raise deadline_exceeded() from None
+
+
+def _decompress_body(body: bytes, headers: CIMultiDictProxy[str]) -> bytes:
+    """Unary bodies may be gzipped (spec 2.7); the SDKs send identity."""
+    encoding = headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    return envelope.decompress(body, encoding)
 
 
 def _codec_for(content_type: str, streaming: bool) -> Codec | None:
