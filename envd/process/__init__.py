@@ -1,15 +1,5 @@
-"""process.Process service (placeholder until implemented)."""
+"""process.Process service: commands and PTYs run as sandbox users (spec envd.md section 4)."""
 
-from envd.config import Config
-from envd.connect import Rpc
+from envd.process.service import ProcessService
 
-
-class ProcessService:
-    def __init__(self, config: Config) -> None:
-        self.config = config
-
-    def rpcs(self) -> list[Rpc]:
-        return []
-
-    async def close(self) -> None:
-        pass
+__all__ = ["ProcessService"]

@@ -1,0 +1,188 @@
+"""Fan-out of one process's events to any number of streams (spec 4.3, 4.6).
+
+Every stream (`Start`, each `Connect`) holds a `Subscription` with a bounded
+buffer. Publishing is the only place where the process's output readers can
+wait, and the rules for that wait are what keep the daemon honest:
+
+* A subscriber that keeps consuming, even slowly, gets every chunk: the reader
+  waits for room, the pipe fills up and the process is slowed to the pace of
+  its reader (upstream's back-pressure). Nothing is lost for a client that
+  merely cannot keep up with `cat big.file`.
+* A subscriber that makes no progress at all for `stall_seconds` (a client
+  that stopped reading, a sync SDK background handle nobody iterates) is
+  declared lagging: its chunks are dropped - for it alone - until its buffer
+  has drained to half, so it can never stall the process or the other
+  subscribers for longer than that once per episode. Drops are logged.
+* With nobody subscribed, chunks are discarded (no replay buffer).
+
+The end event is never dropped and never waits: it is appended past the
+bound, so every subscriber sees it after the data it did receive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from envd.proto.process_pb2 import ProcessEvent
+
+log = logging.getLogger(__name__)
+
+#: Bytes of output one subscriber may have queued before the reader waits.
+DEFAULT_CAPACITY = 1024 * 1024
+#: How long a subscriber may make no progress before it is dropped-to.
+DEFAULT_STALL_SECONDS = 5.0
+
+
+class Subscription:
+    """One stream's view of a process: its data events in order, then the end event."""
+
+    def __init__(self, owner: Broadcaster, capacity: int, label: str) -> None:
+        self._owner = owner
+        self._capacity = capacity
+        self._label = label
+        self._events: collections.deque[tuple[ProcessEvent, int]] = collections.deque()
+        self._buffered = 0
+        self._readable = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._ended = False
+        self._delivered_end = False
+        self._closed = False
+        self.last_progress = time.monotonic()
+        self.lagging = False
+        self.dropped_bytes = 0
+
+    # --- consumer side -------------------------------------------------------
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> ProcessEvent:
+        """The next data event, then the end event, then `StopAsyncIteration`.
+
+        A plain iterator rather than an async generator, so that a stream
+        closed mid-iteration leaves nothing suspended behind it.
+        """
+        if self._delivered_end:
+            raise StopAsyncIteration
+        while not self._events:
+            self._readable.clear()
+            await self._readable.wait()
+        event, size = self._events.popleft()
+        self._buffered -= size
+        self.last_progress = time.monotonic()
+        if self._buffered < self._capacity:
+            self._room.set()
+        if event.HasField("end"):
+            self._delivered_end = True
+        return event
+
+    def close(self) -> None:
+        """Unsubscribe (stream ended, client gone); pending output is released."""
+        if self._closed:
+            return
+        self._closed = True
+        self._owner._remove(self)
+        self._events.clear()
+        self._buffered = 0
+        self._room.set()
+        if self.dropped_bytes:
+            log.warning("%s: subscriber dropped %d bytes in total", self._label, self.dropped_bytes)
+
+    # --- producer side (used by Broadcaster) ---------------------------------
+
+    def _append(self, event: ProcessEvent, size: int) -> None:
+        if not self._events:
+            # Idle time only counts while there is something to consume: a
+            # subscriber that had nothing to read for an hour is not stuck.
+            self.last_progress = time.monotonic()
+        self._events.append((event, size))
+        self._buffered += size
+        if self._buffered >= self._capacity:
+            self._room.clear()
+        self._readable.set()
+
+    def _has_room(self, size: int) -> bool:
+        # An empty buffer always takes a chunk, however large, so progress is possible.
+        return self._buffered == 0 or self._buffered + size <= self._capacity
+
+    async def _offer(self, event: ProcessEvent, size: int, stall_seconds: float) -> None:
+        """Queue the chunk, waiting while the subscriber makes progress; drop if it is stuck."""
+        if self.lagging:
+            if self._buffered > self._capacity // 2:
+                self.dropped_bytes += size
+                return
+            self.lagging = False
+            log.warning("%s: subscriber caught up, output resumes", self._label)
+        while not self._closed and not self._has_room(size):
+            idle = time.monotonic() - self.last_progress
+            if idle >= stall_seconds:
+                self.lagging = True
+                self.dropped_bytes += size
+                log.warning(
+                    "%s: subscriber made no progress for %.0fs; dropping its output",
+                    self._label,
+                    idle,
+                )
+                return
+            self._room.clear()
+            try:
+                await asyncio.wait_for(self._room.wait(), stall_seconds - idle)
+            except asyncio.TimeoutError:
+                pass
+        if not self._closed:
+            self._append(event, size)
+
+    def _end(self, event: ProcessEvent) -> None:
+        if not self._ended and not self._closed:
+            self._ended = True
+            self._append(event, 0)
+
+
+class Broadcaster:
+    """Delivers one process's output and end event to whoever is subscribed right now."""
+
+    def __init__(
+        self,
+        label: str,
+        capacity: int = DEFAULT_CAPACITY,
+        stall_seconds: float = DEFAULT_STALL_SECONDS,
+    ) -> None:
+        self._label = label
+        self._capacity = capacity
+        self._stall_seconds = stall_seconds
+        self._subscribers: list[Subscription] = []
+        self._end: ProcessEvent | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self._end is not None
+
+    def subscribe(self) -> Subscription:
+        """A new subscription; after the end it immediately yields just the end event."""
+        sub = Subscription(self, self._capacity, self._label)
+        if self._end is not None:
+            sub._end(self._end)
+        else:
+            self._subscribers.append(sub)
+        return sub
+
+    async def publish(self, event: ProcessEvent, size: int) -> None:
+        """Offer a data event to every current subscriber (see the module doc for waiting)."""
+        for sub in list(self._subscribers):
+            await sub._offer(event, size, self._stall_seconds)
+
+    def finish(self, event: ProcessEvent) -> None:
+        """Deliver the end event to everyone and refuse further subscribers."""
+        self._end = event
+        subscribers, self._subscribers = self._subscribers, []
+        for sub in subscribers:
+            sub._end(event)
+
+    def _remove(self, sub: Subscription) -> None:
+        try:
+            self._subscribers.remove(sub)
+        except ValueError:
+            pass

@@ -1,0 +1,164 @@
+"""Turning a `StartRequest` into a running child: environment, cwd, credentials, stdio (spec 4.4).
+
+Every child leads its own session and process group, so signals can reach
+the whole tree (a deliberate departure from upstream, see spec 4.4 step 7).
+Children are spawned through asyncio, whose child watcher reaps them the
+moment they exit; the daemon's subreaper never has to step in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import pty
+import struct
+import termios
+from dataclasses import dataclass, field
+
+from envd.process.fdio import close_quietly
+from envd.users import PathError, User, resolve_path
+
+#: Where `PATH` comes from when the daemon itself has none.
+FALLBACK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PIPE_READ_BYTES = 32 * 1024
+PTY_READ_BYTES = 16 * 1024
+
+
+class SpawnError(Exception):
+    """The request cannot be started as asked (Connect `invalid_argument`)."""
+
+
+@dataclass
+class OutputSource:
+    """One fd the daemon reads output from, and which `DataEvent` member carries it."""
+
+    kind: str  # "stdout" | "stderr" | "pty"
+    fd: int
+    max_bytes: int
+
+
+@dataclass
+class Spawned:
+    """A started child and the daemon's ends of its stdio."""
+
+    proc: asyncio.subprocess.Process
+    sources: list[OutputSource]
+    stdin_fd: int | None = None
+    pty_fd: int | None = None
+    owned_fds: list[int] = field(default_factory=list)
+
+
+def build_env(user: User, global_envs: dict[str, str], request_envs: dict[str, str]) -> dict[str, str]:
+    """The child's whole environment; later layers win (spec 4.4 step 4).
+
+    Nothing else leaks in from the daemon's own environment.
+    """
+    env = {"PATH": os.environ.get("PATH") or FALLBACK_PATH}
+    env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
+    env.update(global_envs)
+    env.update(request_envs)
+    return env
+
+
+def resolve_cwd(requested: str, user: User, default_workdir: str) -> str:
+    """The working directory: as requested, else the default workdir, else home (spec 4.4 step 3)."""
+    try:
+        cwd = resolve_path(requested, user, default_workdir)
+    except PathError as exc:
+        raise SpawnError(str(exc)) from None
+    try:
+        os.stat(cwd)
+    except FileNotFoundError:
+        raise SpawnError(f"cwd '{cwd}' does not exist") from None
+    except OSError as exc:
+        raise SpawnError(f"cwd '{cwd}': {exc.strerror}") from None
+    return cwd
+
+
+def set_window_size(fd: int, cols: int, rows: int) -> None:
+    """`TIOCSWINSZ`; the kernel then sends SIGWINCH to the terminal's foreground group."""
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _credentials(user: User) -> dict[str, object]:
+    """uid, primary gid and supplementary groups; only root can switch (tests run as root)."""
+    if os.geteuid() != 0:
+        return {}
+    return {"user": user.uid, "group": user.gid, "extra_groups": user.groups()}
+
+
+async def spawn_pipes(
+    argv: list[str], env: dict[str, str], cwd: str, user: User, with_stdin: bool
+) -> Spawned:
+    """Separate stdout/stderr pipes; stdin a pipe or `/dev/null`."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    in_r, in_w = os.pipe() if with_stdin else (None, None)
+    ours = [out_r, err_r] + ([in_w] if in_w is not None else [])
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=in_r if in_r is not None else asyncio.subprocess.DEVNULL,
+            stdout=out_w,
+            stderr=err_w,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            **_credentials(user),
+        )
+    except BaseException:
+        for fd in ours:
+            close_quietly(fd)
+        raise
+    finally:
+        for fd in (out_w, err_w, in_r):
+            close_quietly(fd)
+    for fd in ours:
+        os.set_blocking(fd, False)
+    return Spawned(
+        proc=proc,
+        sources=[
+            OutputSource("stdout", out_r, PIPE_READ_BYTES),
+            OutputSource("stderr", err_r, PIPE_READ_BYTES),
+        ],
+        stdin_fd=in_w,
+        owned_fds=ours,
+    )
+
+
+def _take_controlling_terminal() -> None:
+    """Runs in the child after `setsid()`: make the PTY slave on fd 0 its controlling terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+async def spawn_pty(
+    argv: list[str], env: dict[str, str], cwd: str, user: User, cols: int, rows: int
+) -> Spawned:
+    """The child gets a PTY slave as fds 0-2 and controlling terminal; we keep the master."""
+    master, slave = pty.openpty()
+    try:
+        set_window_size(slave, cols, rows)
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_take_controlling_terminal,
+            **_credentials(user),
+        )
+    except BaseException:
+        close_quietly(master)
+        raise
+    finally:
+        close_quietly(slave)
+    os.set_blocking(master, False)
+    return Spawned(
+        proc=proc,
+        sources=[OutputSource("pty", master, PTY_READ_BYTES)],
+        pty_fd=master,
+        owned_fds=[master],
+    )
