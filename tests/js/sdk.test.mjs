@@ -40,7 +40,7 @@ test('runCode: an error', async () => {
 
 test('runCode: a DataFrame as data, a PNG and a chart from matplotlib', async () => {
   const df = await sbx.runCode('import pandas as pd\npd.DataFrame({"a": [1, 2], "b": [3, 4]})')
-  assert.deepEqual(df.results[0].data.a, { 0: 1, 1: 2 })
+  assert.deepEqual(df.results[0].data, { a: [1, 2], b: [3, 4] })
   const plot = await sbx.runCode(
     'import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [4, 5, 6])\nplt.title("T")\nplt.show()',
   )
