@@ -10,9 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.harness import DaemonProcess, start_daemon
+from tests.wire import envelope, http, parse_envelopes  # noqa: F401 (re-exported)
 
 HOME = "/home/user"
 
@@ -47,21 +45,6 @@ def _user_ids() -> tuple[int, int]:
     return st.st_uid, st.st_gid
 
 
-def http(
-    url: str,
-    method: str = "GET",
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    """One plain request; errors come back as (status, headers, body) too."""
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
-
-
 def unary(
     daemon: DaemonProcess, method: str, message: Any, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, Any]]:
@@ -74,24 +57,3 @@ def unary(
         {"Content-Type": "application/json", **(headers or {})},
     )
     return status, json.loads(raw) if raw else {}
-
-
-def envelope(message: dict[str, Any], flags: int = 0) -> bytes:
-    payload = json.dumps(message).encode()
-    return struct.pack(">BI", flags, len(payload)) + payload
-
-
-def parse_envelopes(body: bytes) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """Messages and the end-of-stream object (None if missing) of a stream body."""
-    messages: list[dict[str, Any]] = []
-    end = None
-    offset = 0
-    while offset + 5 <= len(body):
-        flags, length = struct.unpack(">BI", body[offset : offset + 5])
-        payload = json.loads(body[offset + 5 : offset + 5 + length])
-        offset += 5 + length
-        if flags & 0x02:
-            end = payload
-        else:
-            messages.append(payload)
-    return messages, end

@@ -13,29 +13,9 @@ from typing import Any
 
 import aiohttp
 
+from tests.wire import envelope, parse_envelopes
+
 SERVICE = "/process.Process/"
-
-
-def envelope(message: dict[str, Any], flags: int = 0) -> bytes:
-    payload = json.dumps(message).encode()
-    return struct.pack(">BI", flags, len(payload)) + payload
-
-
-def parse_envelopes(body: bytes) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Messages and the end-of-stream object of a whole streaming response body."""
-    messages: list[dict[str, Any]] = []
-    end: dict[str, Any] | None = None
-    offset = 0
-    while offset < len(body):
-        flags, length = struct.unpack(">BI", body[offset : offset + 5])
-        payload = json.loads(body[offset + 5 : offset + 5 + length])
-        offset += 5 + length
-        if flags & 0x02:
-            end = payload
-        else:
-            messages.append(payload)
-    assert end is not None, "stream ended without an end-of-stream envelope"
-    return messages, end
 
 
 async def stream(
@@ -55,7 +35,9 @@ async def stream(
     ) as response:
         assert response.status == 200
         assert response.headers["Content-Type"] == "application/connect+json"
-        return parse_envelopes(await response.read())
+        messages, end = parse_envelopes(await response.read())
+        assert end is not None, "stream ended without an end-of-stream envelope"
+        return messages, end
 
 
 async def unary(

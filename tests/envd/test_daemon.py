@@ -8,31 +8,20 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import psutil
 from e2b import Sandbox as EnvdSandbox
 
 from envd import ENVD_PROTOCOL_VERSION
 from tests.harness import DaemonProcess
+from tests.wire import http as raw_http
 
 
 def http(
-    daemon: DaemonProcess,
-    path: str,
-    method: str = "GET",
-    body: bytes | None = None,
+    daemon: DaemonProcess, path: str, method: str = "GET", body: bytes | None = None,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(
-        daemon.url + path, data=body, method=method, headers=headers or {}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+    return raw_http(daemon.url + path, method, body, headers)
 
 
 def rpc(daemon: DaemonProcess, path: str, headers: dict[str, str] | None = None):
