@@ -345,22 +345,25 @@ def _negotiate(request: web.Request) -> bool:
 
 
 def choose_encoding(header: str | None, identity_only: bool = False) -> str | None:
-    """`gzip`, `identity`, or None when nothing acceptable (→ 406)."""
-    items = _parse_accept_encoding(header or "")
-    q = {coding: value for coding, value in items}
-    identity_ok = q.get("identity", q.get("*", 1.0) if "*" in q else 1.0) > 0
+    """`gzip`, `identity`, or None when nothing acceptable (→ 406).
+
+    Deliberately unlike upstream, gzip is used only when the client asks for
+    it alone (the SDKs' `gzip=True` sends exactly `gzip`) or prefers it over
+    identity: httpx adds `gzip, deflate` to every read, and compressing on
+    the fly caps a loopback download at ~35 MB/s instead of ~1 GB/s.
+    """
+    q = dict(_parse_accept_encoding(header or ""))
+    wildcard = q.get("*")
+    identity_q = q.get("identity", wildcard if wildcard is not None else 1.0)
+    gzip_q = q.get("gzip", wildcard if wildcard is not None else 0.0)
     if identity_only:
-        return "identity" if identity_ok else None
-    for coding, value in sorted(items, key=lambda item: -item[1]):
-        if value <= 0:
-            continue
-        if coding == "gzip":
-            return "gzip"
-        if coding == "identity":
-            return "identity"
-        if coding == "*":
-            return "identity" if identity_ok else "gzip"
-    return "identity" if identity_ok else None
+        return "identity" if identity_q > 0 else None
+    if identity_q <= 0:
+        return "gzip" if gzip_q > 0 else None
+    others = {c for c, value in q.items() if value > 0 and c not in ("gzip", "identity")}
+    if "gzip" in q and gzip_q > 0 and not others and gzip_q > q.get("identity", 0.0):
+        return "gzip"
+    return "identity"
 
 
 def _parse_accept_encoding(header: str) -> list[tuple[str, float]]:

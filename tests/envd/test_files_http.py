@@ -196,8 +196,13 @@ def test_accept_encoding_negotiation(daemon, home_dir) -> None:
     with open(f"{home_dir}/n.json", "w") as file:
         file.write("{}")
     url = files_url(daemon, path=f"{home_dir}/n.json")
-    _, headers, _ = http(url, headers={"Accept-Encoding": "gzip, deflate"})
+    _, headers, _ = http(url, headers={"Accept-Encoding": "gzip"})
     assert headers["Content-Encoding"] == "gzip" and headers["Content-Type"] == "application/json"
+    _, headers, _ = http(url, headers={"Accept-Encoding": "gzip;q=1, identity;q=0.5"})
+    assert headers["Content-Encoding"] == "gzip"
+    # httpx's blanket `gzip, deflate` (every SDK read) is served fast, as identity.
+    _, headers, _ = http(url, headers={"Accept-Encoding": "gzip, deflate"})
+    assert "Content-Encoding" not in headers and headers["Content-Length"] == "2"
     _, headers, _ = http(url, headers={"Accept-Encoding": "br, gzip;q=0"})
     assert "Content-Encoding" not in headers
     status, _, raw = http(url, headers={"Accept-Encoding": "identity;q=0, br"})
