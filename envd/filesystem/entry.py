@@ -6,6 +6,7 @@ The SDK tests check these fields literally (Go's mode string, permission-only
 
 from __future__ import annotations
 
+import functools
 import grp
 import os
 import posixpath
@@ -34,6 +35,7 @@ _TYPE_LETTERS: tuple[tuple[str, Callable[[int], bool]], ...] = (
 )
 
 
+@functools.lru_cache(maxsize=1024)
 def go_mode_string(mode: int) -> str:
     """Go's `fs.FileMode.String()` of an lstat mode: `-rw-r--r--`, `dtrwxrwxrwx`, `Lrwxrwxrwx`.
 
@@ -104,14 +106,24 @@ def _describe_symlink(entry: EntryInfo, path: str) -> None:
 
 
 def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
+    return _cached_name(_USER_NAMES, uid, lambda: pwd.getpwuid(uid).pw_name)
 
 
 def _group_name(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
+    return _cached_name(_GROUP_NAMES, gid, lambda: grp.getgrgid(gid).gr_name)
+
+
+# Names seen once are kept (a listing of 10,000 files would otherwise read
+# /etc/passwd 10,000 times); unknown ids are not, so a user added later shows up.
+_USER_NAMES: dict[int, str] = {}
+_GROUP_NAMES: dict[int, str] = {}
+
+
+def _cached_name(cache: dict[int, str], ident: int, lookup: Callable[[], str]) -> str:
+    name = cache.get(ident)
+    if name is None:
+        try:
+            name = cache[ident] = lookup()
+        except KeyError:
+            return str(ident)
+    return name
