@@ -1,0 +1,467 @@
+"""Context registry, kernel lifecycle, spare kernels and the per-context watchdog.
+
+A context is a stable id + language + cwd in front of a replaceable `Kernel`.
+Explicit restarts, automatic restarts after a crash and "the kernel ignored the
+interrupt" all go through `Context.replace_kernel`, which fails the requests of
+the old kernel, attaches a fresh one (from the spare pool when possible) and
+re-applies cwd; global env vars are re-injected lazily at the next execution
+(spec 4.10, fixes 10 #7 and #8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from typing import Callable, Optional
+
+from jupyter_client.kernelspec import NoSuchKernel
+
+from . import languages
+from .execution import consume
+from .kernel import CLOSED, DEAD, Kernel, KernelStartError
+
+log = logging.getLogger(__name__)
+
+WATCHDOG_INTERVAL = 1.0
+RESTART_WINDOW = 10.0  # a kernel dying this soon after starting counts as a failed restart
+MAX_FAST_RESTARTS = 5
+CWD_TIMEOUT = 30.0
+CLEANUP_TIMEOUT = 30.0
+
+# Variables of the daemon that must not leak into user kernels.
+_PRIVATE_ENV_PREFIXES = ("ENVD_", "E2B_ACCESS_TOKEN")
+_DROPPED_ENV = ("MPLBACKEND", "JPY_PARENT_PID", "JPY_SESSION_NAME")
+
+
+class ContextError(Exception):
+    """A route-level failure; `str()` is the exact plain-text body for the client."""
+
+
+class Context:
+    """One kernel-backed execution context (spec 4.1.1)."""
+
+    def __init__(self, registry: "Registry", language: str, cwd: str) -> None:
+        self.id = str(uuid.uuid4())
+        self.language = language
+        self.cwd = cwd
+        self.lock = asyncio.Lock()
+        self.kernel: Optional[Kernel] = None
+        self.deleted = False
+        self.dead = False
+        self._registry = registry
+        self._ready = asyncio.Event()
+        self._replace_lock = asyncio.Lock()
+        self._globals_applied_for: Optional[Kernel] = None
+        self._cleanup: Optional[asyncio.Task] = None
+        self._tasks: set[asyncio.Task] = set()
+        self._watchdog: Optional[asyncio.Task] = None
+        self._started_at = 0.0
+        self._fast_restarts = 0
+
+    def describe(self) -> dict[str, str]:
+        return {"id": self.id, "language": self.language, "cwd": self.cwd}
+
+    def track(self, task: asyncio.Task) -> None:
+        """Keep a strong reference to tasks owned by this context (executions, cleanups)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------ kernel attach/replace
+
+    async def attach(self, kernel: Kernel) -> None:
+        """Apply cwd to a fresh kernel and make it current; shuts it down on failure."""
+        try:
+            await self._apply_cwd(kernel)
+        except BaseException:
+            await kernel.shutdown(now=True)
+            raise
+        self.kernel = kernel
+        self._started_at = time.monotonic()
+        self._ready.set()
+        if self._watchdog is None:
+            self._watchdog = asyncio.create_task(self._watch(), name=f"watchdog:{self.id}")
+
+    async def _apply_cwd(self, kernel: Kernel) -> None:
+        code = languages.cwd_code(self.language, self.cwd)
+        if code is None:
+            return
+        request = kernel.submit(code, silent=True)
+        try:
+            outcome = await asyncio.wait_for(consume(request, None), timeout=CWD_TIMEOUT)
+        except asyncio.TimeoutError:
+            outcome = None
+        finally:
+            kernel.forget(request)
+        if outcome is None or outcome.event is not None or outcome.error is not None:
+            raise ContextError("Failed to set working directory")
+
+    async def replace_kernel(self, old: Optional[Kernel], reason: str) -> None:
+        """Swap `old` for a fresh kernel (no-op if it was already replaced)."""
+        async with self._replace_lock:
+            if self.deleted or self.kernel is not old:
+                return
+            self._ready.clear()
+            if old is not None:
+                old.fail_all(reason)
+            self._cancel_cleanup()
+            try:
+                new = await self._registry.obtain_kernel(self.language)
+                await self.attach(new)
+            except Exception:
+                log.exception("context %s: kernel replacement failed", self.id)
+                self.dead = True
+                self.kernel = None
+                self._ready.set()  # waiters see `dead` and fail fast
+                raise
+            finally:
+                if old is not None:
+                    self.track(asyncio.create_task(old.shutdown(now=reason == DEAD)))
+
+    async def restart(self) -> None:
+        """Explicit restart (2.6): in-flight run ends with UnexpectedEndOfExecution."""
+        self.dead = False
+        await self.replace_kernel(self.kernel, CLOSED)
+
+    async def close(self, now: bool = False) -> None:
+        """Delete/stop: fail in-flight work, stop the watchdog, shut the kernel down."""
+        self.deleted = True
+        self._ready.set()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._cancel_cleanup()
+        kernel, self.kernel = self.kernel, None
+        if kernel is not None:
+            await kernel.shutdown(now=now)
+
+    async def kernel_for_execution(self) -> Optional[Kernel]:
+        """The kernel to run on, after any restart in progress; None if deleted/dead."""
+        while True:
+            await self._ready.wait()
+            if self.deleted:
+                return None
+            if self.dead:
+                try:  # one on-demand restart attempt before giving up (4.10)
+                    await self.restart()
+                except Exception:
+                    return None
+                continue
+            kernel = self.kernel
+            if kernel is not None and kernel.failed_reason is None:
+                return kernel
+            await asyncio.sleep(0.05)  # a replacement is about to clear the event
+
+    # ------------------------------------------------------------ env vars
+
+    def pending_global_env(self, kernel: Kernel) -> dict[str, str]:
+        """Global vars still to inject into this kernel (first run after each start)."""
+        if self._globals_applied_for is kernel:
+            return {}
+        return self._registry.global_env()
+
+    def mark_global_env_applied(self, kernel: Kernel) -> None:
+        self._globals_applied_for = kernel
+
+    def schedule_cleanup(self, kernel: Kernel, keys: list[str]) -> None:
+        """Restore per-execution vars in the background; the next run awaits it (4.5.4)."""
+        if kernel is not self.kernel or kernel.failed_reason is not None:
+            return  # a fresh kernel never saw those variables
+        code = languages.env_restore_code(self.language, keys, self._registry.global_env())
+        if code is None:
+            return
+        previous = self._cleanup
+        self._cleanup = asyncio.create_task(self._run_cleanup(kernel, code, previous))
+        self.track(self._cleanup)
+
+    async def _run_cleanup(self, kernel: Kernel, code: str, previous: Optional[asyncio.Task]) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        request = kernel.submit(code, silent=True)
+        try:
+            outcome = await asyncio.wait_for(consume(request, None), timeout=CLEANUP_TIMEOUT)
+            if outcome.error is not None:
+                log.warning("context %s env cleanup failed: %s", self.id, outcome.error)
+        except asyncio.TimeoutError:
+            log.warning("context %s env cleanup timed out", self.id)
+        finally:
+            kernel.forget(request)
+
+    async def await_cleanup(self) -> None:
+        task = self._cleanup
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+            if self._cleanup is task:
+                self._cleanup = None
+
+    def _cancel_cleanup(self) -> None:
+        if self._cleanup is not None:
+            self._cleanup.cancel()
+            self._cleanup = None
+
+    # ------------------------------------------------------------ watchdog
+
+    async def _watch(self) -> None:
+        """Detect kernel death (crash, os._exit, OOM) and restart like Jupyter's restarter."""
+        while not self.deleted:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            kernel = self.kernel
+            if kernel is None or kernel.closed or self._replace_lock.locked():
+                continue
+            if await kernel.is_alive() or kernel is not self.kernel or kernel.closed:
+                continue
+            await self._on_death(kernel)
+
+    async def _on_death(self, kernel: Kernel) -> None:
+        lived = time.monotonic() - self._started_at
+        self._fast_restarts = self._fast_restarts + 1 if lived < RESTART_WINDOW else 1
+        log.warning("context %s: kernel died after %.1fs, restarting", self.id, lived)
+        if self._fast_restarts > MAX_FAST_RESTARTS:
+            log.error("context %s: kernel keeps dying, marking dead", self.id)
+            kernel.fail_all(DEAD)
+            self.dead = True
+            self.kernel = None
+            self.track(asyncio.create_task(kernel.shutdown(now=True)))
+            return
+        try:
+            await self.replace_kernel(kernel, DEAD)
+        except Exception:
+            pass  # logged in replace_kernel; context is marked dead
+
+
+class Registry:
+    """All contexts in creation order, language defaults and the spare-kernel pool."""
+
+    def __init__(
+        self,
+        default_cwd: str,
+        global_envs: Callable[[], dict[str, str]],
+        spare_languages: tuple[str, ...] = (languages.PYTHON,),
+    ) -> None:
+        self.default_cwd = default_cwd
+        self._global_envs = global_envs
+        self.contexts: dict[str, Context] = {}
+        self._defaults: dict[str, str] = {}
+        self._language_locks: dict[str, asyncio.Lock] = {}
+        self._spares: dict[str, asyncio.Task] = {}
+        self._spare_languages = set(spare_languages)
+        self._creations: set[asyncio.Task] = set()
+        self._live: set[Kernel] = set()
+        self.runtime = RuntimeDir()
+        self._env = kernel_environment(self.runtime)
+        self._specs = languages.installed_kernel_specs()
+        self.stopping = False
+
+    def global_env(self) -> dict[str, str]:
+        try:
+            return dict(self._global_envs() or {})
+        except Exception:
+            log.exception("global env lookup failed")
+            return {}
+
+    def installed_languages(self) -> list[str]:
+        return languages.installed_languages(self._specs)
+
+    # ------------------------------------------------------------ kernels
+
+    def _spec_for(self, language: str) -> str:
+        try:
+            return languages.resolve_kernel_spec(language, self._specs)
+        except NoSuchKernel:
+            self._specs = languages.installed_kernel_specs()  # installed since start-up?
+            try:
+                return languages.resolve_kernel_spec(language, self._specs)
+            except NoSuchKernel:
+                detail = languages.unavailable_message(language, self.installed_languages())
+                raise ContextError(f"Failed to create context: {detail}") from None
+
+    async def _start_kernel(self, language: str) -> Kernel:
+        spec = self._spec_for(language)
+        try:
+            kernel = Kernel(
+                spec, language, self._env, self.default_cwd, output=self.runtime.log_file, live=self._live
+            )
+            return await kernel.start()
+        except KernelStartError as exc:
+            raise ContextError(f"Failed to create context: {exc}") from exc
+
+    async def obtain_kernel(self, language: str) -> Kernel:
+        """A ready kernel for `language`: the spare if there is one, else a fresh start.
+
+        Raises ContextError for unknown languages before touching the spare pool.
+        """
+        self._spec_for(language)
+        spare = self._spares.pop(language, None)
+        kernel: Optional[Kernel] = None
+        if spare is not None:
+            try:
+                kernel = await asyncio.shield(spare)
+            except Exception:
+                kernel = None
+            if kernel is not None and not await kernel.is_alive():
+                self._discard(kernel)
+                kernel = None
+        if kernel is None:
+            kernel = await self._start_kernel(language)
+        # A language used once is likely used again: keep a spare so the next
+        # context (or restart) of it takes milliseconds instead of seconds.
+        self._spare_languages.add(language)
+        self._refill_spare(language)
+        return kernel
+
+    def _refill_spare(self, language: str) -> None:
+        if self.stopping or language in self._spares:
+            return
+        task = asyncio.create_task(self._start_kernel(language))
+        task.add_done_callback(_log_spare_failure)
+        self._spares[language] = task
+
+    def _discard(self, kernel: Kernel) -> None:
+        task = asyncio.create_task(kernel.shutdown(now=True))
+        self._creations.add(task)
+        task.add_done_callback(self._creations.discard)
+
+    # ------------------------------------------------------------ contexts
+
+    async def create(self, language: str, cwd: str) -> Context:
+        """Create and register a context; runs to completion even if the caller is cancelled."""
+        task = asyncio.create_task(self._create(language, cwd))
+        self._creations.add(task)
+        task.add_done_callback(self._creations.discard)
+        return await asyncio.shield(task)
+
+    async def _create(self, language: str, cwd: str) -> Context:
+        kernel = await self.obtain_kernel(language)
+        context = Context(self, language, cwd)
+        await context.attach(kernel)
+        if self.stopping:
+            await context.close(now=True)
+            raise ContextError("Failed to create context: server is shutting down")
+        self.contexts[context.id] = context
+        return context
+
+    async def default_for(self, language: str) -> Context:
+        """The language's default context, created lazily under a per-language lock (4.1.5)."""
+        lock = self._language_locks.setdefault(language, asyncio.Lock())
+        async with lock:
+            context_id = self._defaults.get(language)
+            context = self.contexts.get(context_id) if context_id else None
+            if context is None:
+                context = await self.create(language, self.default_cwd)
+                self._defaults[language] = context.id
+            return context
+
+    def get(self, context_id: str) -> Optional[Context]:
+        if context_id == "default":  # upstream quirk 10 #17
+            default = self._defaults.get(languages.PYTHON)
+            return self.contexts.get(default) if default else None
+        return self.contexts.get(context_id)
+
+    async def delete(self, context: Context) -> None:
+        self.contexts.pop(context.id, None)
+        for language, context_id in list(self._defaults.items()):
+            if context_id == context.id:
+                del self._defaults[language]
+        await context.close()
+
+    # ------------------------------------------------------------ start/stop
+
+    async def start(self, extra_defaults: tuple[str, ...]) -> None:
+        """Python default (fatal on failure), then optional defaults, then spares."""
+        await self.default_for(languages.PYTHON)
+        for language in extra_defaults:
+            try:
+                await self.default_for(language)
+            except ContextError as exc:
+                log.warning("default %s context not created: %s", language, exc)
+        for language in self._spare_languages:
+            self._refill_spare(language)
+
+    def kill_all(self) -> None:
+        """Daemon exit: no kernel may outlive it (spec 9.3 #9), whatever shutdown managed."""
+        for kernel in list(self._live):
+            kernel.kill()
+        self._live.clear()
+
+    async def stop(self) -> None:
+        """Fail in-flight work and kill every kernel (kill: the daemon must stop fast)."""
+        self.stopping = True
+        for task in self._creations:
+            task.cancel()
+        spares = list(self._spares.values())
+        self._spares.clear()
+        for task in spares:
+            task.cancel()
+        closing = [c.close(now=True) for c in self.contexts.values()]
+        self.contexts.clear()
+        self._defaults.clear()
+        await asyncio.gather(*closing, return_exceptions=True)
+        for task in spares:
+            if task.done() and not task.cancelled() and task.exception() is None:
+                await task.result().shutdown(now=True)
+
+
+def _log_spare_failure(task: asyncio.Task) -> None:
+    """Retrieve a failed spare's exception (no "never retrieved" noise); obtain retries."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("spare kernel failed to start: %s", task.exception())
+
+
+class RuntimeDir:
+    """Per-daemon scratch directory: the kernels' matplotlibrc and their output log.
+
+    Kernel stdout/stderr (ipykernel's own warnings and internal tracebacks, e.g.
+    when a kernel is shut down mid-request) go to `kernels.log` here, not into
+    the daemon's log, where they would look like daemon failures.
+    """
+
+    def __init__(self) -> None:
+        base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+        self.path = tempfile.mkdtemp(prefix=f"envd-kernels-{os.getpid()}-", dir=base)
+        self.log_path = os.path.join(self.path, "kernels.log")
+        self.log_file = open(self.log_path, "ab", buffering=0)
+        self.matplotlibrc_dir = _write_matplotlibrc(self.path)
+
+    def close(self) -> None:
+        self.log_file.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def kernel_environment(runtime: RuntimeDir) -> dict[str, str]:
+    """Kernel process environment (spec 5.4): daemon env minus private vars, plus MATPLOTLIBRC."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in _DROPPED_ENV and not key.startswith(_PRIVATE_ENV_PREFIXES)
+    }
+    if runtime.matplotlibrc_dir:
+        env["MATPLOTLIBRC"] = runtime.matplotlibrc_dir
+    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    return env
+
+
+_CJK_FONT_FILES = (
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJKjp-Regular.otf",
+)
+
+
+def _write_matplotlibrc(directory: str) -> Optional[str]:
+    """Write the kernels' matplotlibrc; the CJK fallback only if that font is installed.
+
+    Naming a missing font makes matplotlib log "findfont" warnings on stderr,
+    which would end up in users' executions.
+    """
+    families = ["sans-serif"]
+    if any(os.path.exists(path) for path in _CJK_FONT_FILES):
+        families.append("Noto Sans CJK JP")
+    try:
+        with open(os.path.join(directory, "matplotlibrc"), "w", encoding="utf-8") as fh:
+            fh.write(f"font.family: {', '.join(families)}\n")
+    except OSError:
+        log.warning("could not write matplotlibrc", exc_info=True)
+        return None
+    return directory

@@ -1,0 +1,293 @@
+"""One `/execute` run: a job task owned by the context, and the lines it produces.
+
+The HTTP handler only relays `Execution.lines`; the job itself lives in a task
+that the handler does not own, so when the client disconnects (handler
+cancelled) the job still interrupts the kernel, drains the interrupted request,
+runs the env cleanup and only then releases the context lock (spec 4.9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Optional
+
+from . import languages, messages
+from .kernel import CLOSED, DEAD, GONE, Kernel, KernelRequest
+from .messages import Line
+
+if TYPE_CHECKING:
+    from .contexts import Context
+
+log = logging.getLogger(__name__)
+
+REPLY_GRACE = 2.0  # finish this long after `idle` even if the shell reply never came (4.7)
+DRAIN_TIMEOUT = 10.0  # how long an interrupted request may take to wind down (4.9)
+TRUNCATION_NOTICE = "\n[output truncated: this execution exceeded {limit} bytes of stdout/stderr]\n"
+
+
+class RequestOutcome:
+    """How a kernel request ended: normally, with a kernel error, or by an event."""
+
+    def __init__(self) -> None:
+        self.error: Optional[Line] = None  # first kernel error (IOPub or reply)
+        self.event: Optional[str] = None  # DEAD / CLOSED / GONE, if that ended it
+        self.aborted = False
+
+
+class Execution:
+    """A single execution: state shared by the job and the HTTP relay."""
+
+    def __init__(
+        self, context: "Context", code: str, env_vars: dict[str, str], max_output_bytes: int
+    ) -> None:
+        self.context = context
+        self.code = code
+        self.env_vars = env_vars
+        self.lines: asyncio.Queue[Line] = asyncio.Queue()
+        self.client_gone = False
+        self.task: Optional[asyncio.Task] = None
+        self._gone_event = asyncio.Event()
+        self._active: Optional[KernelRequest] = None
+        self._max_output = max_output_bytes
+        self._output_bytes = 0
+        self._truncated = False
+        self._error_sent = False
+
+    # ------------------------------------------------------------ relay side
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"execution:{self.context.id}")
+        self.context.track(self.task)
+
+    def notify_client_gone(self) -> None:
+        """Called by the handler on cancellation or write failure; the job winds down."""
+        if self.client_gone:
+            return
+        self.client_gone = True
+        self._gone_event.set()
+        if self._active is not None:
+            self._active.queue.put_nowait((GONE, None))
+
+    def _emit(self, line: Line) -> None:
+        if not self.client_gone:
+            self.lines.put_nowait(line)
+
+    def _emit_error(self, line: Line) -> None:
+        """Only the first error of an execution reaches the client (3.5)."""
+        if not self._error_sent:
+            self._error_sent = True
+            self._emit(line)
+
+    def _emit_stream(self, line: Line) -> None:
+        """Bounded per-execution stdout/stderr volume keeps daemon memory bounded."""
+        if self._truncated:
+            return
+        size = len(line["text"])
+        if self._output_bytes + size > self._max_output:
+            keep = max(0, self._max_output - self._output_bytes)
+            self._truncated = True
+            if keep:
+                self._emit({**line, "text": line["text"][:keep]})
+            notice = TRUNCATION_NOTICE.format(limit=self._max_output)
+            self._emit({**line, "type": "stderr", "text": notice})
+            return
+        self._output_bytes += size
+        self._emit(line)
+
+    # ------------------------------------------------------------ job side
+
+    async def _run(self) -> None:
+        try:
+            await self._run_locked()
+        except Exception:
+            log.exception("execution failed in context %s", self.context.id)
+            self._emit_error(messages.server_error(messages.UNEXPECTED_END))
+        finally:
+            self._emit(messages.END_OF_EXECUTION)
+
+    async def _run_locked(self) -> None:
+        ctx = self.context
+        if not await self._acquire(ctx.lock):
+            return  # client left while queued: nothing was sent (4.9 step 5)
+        kernel: Optional[Kernel] = None
+        try:
+            kernel = await ctx.kernel_for_execution()
+            if kernel is None:
+                self._emit_error(messages.server_error(messages.UNEXPECTED_END))
+                return
+            await ctx.await_cleanup()
+            if self.client_gone:
+                return
+            if not await self._setup(ctx, kernel):
+                return
+            await self._run_user_code(kernel)
+        finally:
+            if kernel is not None and self.env_vars:
+                ctx.schedule_cleanup(kernel, list(self.env_vars))
+            ctx.lock.release()
+
+    async def _acquire(self, lock: asyncio.Lock) -> bool:
+        """Wait for the context lock unless the client leaves first."""
+        acquire = asyncio.ensure_future(lock.acquire())
+        gone = asyncio.ensure_future(self._gone_event.wait())
+        try:
+            await asyncio.wait({acquire, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if acquire.done() and not acquire.cancelled():
+            if self.client_gone:
+                lock.release()
+                return False
+            return True
+        acquire.cancel()
+        try:
+            await acquire
+        except asyncio.CancelledError:
+            return False
+        lock.release()  # acquired in the same tick as it was cancelled
+        return False
+
+    async def _setup(self, ctx: "Context", kernel: Kernel) -> bool:
+        """Silent requests for global (first run after start) and per-execution env vars."""
+        global_env = ctx.pending_global_env(kernel)
+        if global_env:
+            code = languages.env_set_code(ctx.language, global_env)
+            if code and not await self._internal(kernel, code):
+                return False
+            ctx.mark_global_env_applied(kernel)
+        if self.env_vars:
+            code = languages.env_set_code(ctx.language, self.env_vars)
+            if code and not await self._internal(kernel, code):
+                return False
+        return True
+
+    async def _internal(self, kernel: Kernel, code: str) -> bool:
+        """Run a silent setup request; its failure becomes this execution's error (4.5.3)."""
+        outcome = await self._send_and_wait(kernel, code, silent=True)
+        if outcome is None:
+            return False
+        if outcome.event is not None:
+            self._report_event(outcome.event)
+            return False
+        if outcome.error is not None:
+            self._emit_error(outcome.error)
+            return False
+        return True
+
+    async def _run_user_code(self, kernel: Kernel) -> None:
+        outcome = await self._send_and_wait(kernel, self.code, silent=False)
+        if outcome is None:
+            return
+        if outcome.event is not None:
+            self._report_event(outcome.event)
+        elif outcome.aborted and not self._error_sent:
+            self._emit_error(messages.server_error(messages.EXECUTION_ABORTED))
+
+    def _report_event(self, event: str) -> None:
+        if event == DEAD:
+            self._emit_error(messages.server_error(messages.CONTEXT_RESTARTING))
+        elif event == CLOSED:
+            self._emit_error(messages.server_error(messages.UNEXPECTED_END))
+
+    async def _send_and_wait(
+        self, kernel: Kernel, code: str, silent: bool
+    ) -> Optional[RequestOutcome]:
+        """Send one request and consume its messages until idle+reply (or an event)."""
+        if self.client_gone:
+            return None
+        try:
+            request = kernel.submit(code, silent=silent)
+        except Exception:
+            log.exception("sending execute_request failed")
+            self._emit_error(messages.server_error(messages.SEND_FAILED))
+            self._emit(messages.server_error(messages.UNEXPECTED_END))
+            return None
+        self._active = request
+        try:
+            if self.client_gone:  # raced with notify_client_gone before _active was set
+                request.queue.put_nowait((GONE, None))
+            outcome = await consume(request, self._on_line if not silent else None)
+            if outcome.event == GONE:
+                await self._wind_down(kernel, request)
+            return outcome
+        finally:
+            self._active = None
+            kernel.forget(request)
+
+    def _on_line(self, line: Line) -> None:
+        kind = line["type"]
+        if kind in ("stdout", "stderr"):
+            self._emit_stream(line)
+        elif kind == "error":
+            self._emit_error(line)
+        else:
+            self._emit(line)
+
+    async def _wind_down(self, kernel: Kernel, request: KernelRequest) -> None:
+        """Client gone mid-request: interrupt, then drain until the kernel is done (4.9)."""
+        try:
+            await kernel.interrupt()
+        except Exception:
+            log.warning("interrupt failed for context %s", self.context.id, exc_info=True)
+        try:
+            outcome = await asyncio.wait_for(consume(request, None), timeout=DRAIN_TIMEOUT)
+        except asyncio.TimeoutError:
+            outcome = None
+        if outcome is None:
+            # The kernel ignored the interrupt: replace it rather than poison the next run.
+            log.warning("context %s did not stop after interrupt; restarting", self.context.id)
+            await self.context.replace_kernel(kernel, reason=CLOSED)
+
+
+async def consume(request: KernelRequest, on_line: Any) -> RequestOutcome:
+    """Read a request's messages until both `idle` and `execute_reply` arrived (4.7).
+
+    `on_line` receives mapped lines (None for silent/draining requests). Events
+    (kernel death, replacement, client gone) end the wait immediately.
+    """
+    outcome = RequestOutcome()
+    idle = replied = False
+    while True:
+        if idle and replied:
+            if not request.settle:
+                break
+            timeout = request.settle  # late output (non-ipykernel kernels)
+        else:
+            timeout = REPLY_GRACE if idle else None
+        try:
+            channel, msg = await asyncio.wait_for(request.queue.get(), timeout=timeout)
+        except asyncio.TimeoutError:
+            break  # settled, or idle seen and the reply lost: finish anyway
+        if channel == GONE and idle:
+            continue  # the kernel already finished this request: never interrupt an idle kernel
+        if channel in (DEAD, CLOSED, GONE):
+            outcome.event = channel
+            return outcome
+        msg_type = msg["header"]["msg_type"]
+        content = msg.get("content", {})
+        if channel == "shell":
+            if msg_type == "execute_reply":
+                replied = True
+                _on_reply(content, outcome, on_line)
+            continue
+        if msg_type == "status":
+            idle = idle or content.get("execution_state") == "idle"
+            continue
+        if msg_type == "error" and outcome.error is None:
+            outcome.error = messages.kernel_error(content)
+        if on_line is not None:
+            line = messages.map_iopub(msg)
+            if line is not None:
+                on_line(line)
+    return outcome
+
+
+def _on_reply(content: dict[str, Any], outcome: RequestOutcome, on_line: Any) -> None:
+    status = content.get("status")
+    if status == "error" and outcome.error is None:
+        outcome.error = messages.kernel_error(content)
+        if on_line is not None:
+            on_line(outcome.error)
+    elif status == "aborted":
+        outcome.aborted = True

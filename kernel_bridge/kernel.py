@@ -1,0 +1,223 @@
+"""One kernel process: launch, message routing by parent msg_id, interrupt, shutdown.
+
+A `Kernel` is disposable: restarting a context means swapping in a fresh
+`Kernel` (often a pre-started spare) and shutting the old one down. That keeps
+"which kernel did this request go to" unambiguous, so a late message or a
+stray interrupt can never hit the wrong execution (spec 4.9 / 10 #10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import uuid
+from dataclasses import dataclass, field
+from typing import IO, Any, Optional
+
+from jupyter_client.manager import AsyncKernelManager
+
+log = logging.getLogger(__name__)
+
+KERNEL_SIDE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_side")
+READY_TIMEOUT = 60.0
+# Kernels not built on ipykernel may publish output after `idle` (Deno sends
+# execute_result a fraction of a millisecond after it): keep listening this long.
+LATE_OUTPUT_GRACE = 0.15
+_ORDERED_LANGUAGES = ("python", "bash")
+
+# Items a KernelRequest queue carries besides ("iopub"|"shell", msg).
+DEAD = "dead"  # the kernel process died
+CLOSED = "closed"  # the kernel is being shut down / replaced (restart, delete, stop)
+GONE = "gone"  # the HTTP client went away (pushed by the execution)
+
+
+@dataclass
+class KernelRequest:
+    """An execute_request in flight; the router feeds its messages into `queue`."""
+
+    msg_id: str
+    silent: bool
+    settle: float = 0.0
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+
+
+class KernelStartError(Exception):
+    """The kernel could not be launched or never became ready."""
+
+
+class Kernel:
+    """A launched kernel plus the two router tasks that dispatch its replies."""
+
+    def __init__(
+        self,
+        spec_name: str,
+        language: str,
+        env: dict[str, str],
+        launch_cwd: str,
+        output: Optional[IO[bytes]] = None,
+        live: Optional[set] = None,
+    ) -> None:
+        self.spec_name = spec_name
+        self.language = language
+        self.kernel_id = str(uuid.uuid4())
+        self._env = _kernel_env(language, env)
+        self.settle_delay = 0.0 if language in _ORDERED_LANGUAGES else LATE_OUTPUT_GRACE
+        self._launch_cwd = launch_cwd
+        self._output = output  # where the kernel process's own stdout/stderr go
+        self._live = live if live is not None else set()  # owner's set of launched kernels
+        self.km: Optional[AsyncKernelManager] = None
+        self.kc: Any = None
+        self._requests: dict[str, KernelRequest] = {}
+        self._routers: list[asyncio.Task] = []
+        self.closed = False
+        self.failed_reason: Optional[str] = None  # DEAD/CLOSED once the kernel is unusable
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> "Kernel":
+        """Launch the process and wait until it answers kernel_info (IOPub subscribed)."""
+        self._live.add(self)  # before launching, so a cancelled start can still be killed
+        try:
+            self.km = AsyncKernelManager(kernel_name=self.spec_name)
+            self.km.kernel_id = self.kernel_id
+            await self.km.start_kernel(
+                env=self._env,
+                cwd=self._launch_cwd,
+                extra_arguments=self._extra_arguments(),
+                stdout=self._output,
+                stderr=self._output,
+            )
+            self.kc = self.km.client()
+            self.kc.start_channels()
+            await self.kc.wait_for_ready(timeout=READY_TIMEOUT)
+        except Exception as exc:
+            await self.shutdown(now=True)
+            raise KernelStartError(f"{type(exc).__name__}: {exc}") from exc
+        self._routers = [
+            asyncio.create_task(self._route(self.kc.get_iopub_msg, "iopub")),
+            asyncio.create_task(self._route(self.kc.get_shell_msg, "shell")),
+        ]
+        return self
+
+    def _extra_arguments(self) -> list[str]:
+        """ipykernel gets our profile config (colors, formatters, startup code)."""
+        if self.spec_name.startswith("python"):
+            return [f"--config={os.path.join(KERNEL_SIDE_DIR, 'ipython_kernel_config.py')}"]
+        return []
+
+    async def is_alive(self) -> bool:
+        if self.km is None or self.closed:
+            return False
+        try:
+            return bool(await self.km.is_alive())
+        except Exception:
+            return False
+
+    async def shutdown(self, now: bool = False) -> None:
+        """Fail every pending request, stop routers, shut the process down (then kill)."""
+        self.closed = True
+        self.fail_all(CLOSED)
+        for task in self._routers:
+            task.cancel()
+        if self.kc is not None:
+            try:
+                self.kc.stop_channels()
+            except Exception:
+                log.debug("stop_channels failed", exc_info=True)
+        if self.km is not None and self.km.has_kernel:
+            try:
+                await asyncio.wait_for(self.km.shutdown_kernel(now=now), timeout=8)
+            except Exception as exc:
+                log.warning("kernel %s shutdown failed (%r), killing", self.kernel_id, exc)
+                self.kill()
+        self._live.discard(self)
+
+    def kill(self) -> None:
+        """Last resort, also used when the daemon stops: SIGKILL the kernel's process group.
+
+        jupyter_client starts every kernel in its own session, so its group also
+        holds whatever the user's code spawned; never signal our own group.
+        """
+        pid = self.pid
+        if pid is None:
+            return
+        try:
+            group = os.getpgid(pid)
+            if group != os.getpgid(0):
+                os.killpg(group, signal.SIGKILL)
+                return
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+
+    @property
+    def pid(self) -> Optional[int]:
+        try:
+            return self.km.provisioner.process.pid  # type: ignore[union-attr]
+        except AttributeError:
+            return None
+
+    # ------------------------------------------------------------ requests
+
+    def submit(self, code: str, silent: bool) -> KernelRequest:
+        """Send an execute_request; internal requests are silent and leave no history (4.2)."""
+        if self.kc is None:
+            raise RuntimeError("kernel not started")
+        msg_id = self.kc.execute(
+            code,
+            silent=silent,
+            store_history=not silent,
+            user_expressions={},
+            allow_stdin=False,
+            stop_on_error=not silent,
+        )
+        request = KernelRequest(msg_id=msg_id, silent=silent, settle=self.settle_delay)
+        self._requests[msg_id] = request
+        if self.failed_reason is not None:  # raced with death/replacement: end at once
+            request.queue.put_nowait((self.failed_reason, None))
+        return request
+
+    def forget(self, request: KernelRequest) -> None:
+        self._requests.pop(request.msg_id, None)
+
+    def fail_all(self, reason: str) -> None:
+        """Tell every pending request that the kernel is gone (death or replacement)."""
+        if self.failed_reason is None:
+            self.failed_reason = reason
+        for request in list(self._requests.values()):
+            request.queue.put_nowait((reason, None))
+
+    async def interrupt(self) -> None:
+        """SIGINT or interrupt_request, per the kernel spec's interrupt_mode."""
+        if self.km is not None and not self.closed:
+            await self.km.interrupt_kernel()
+
+    async def _route(self, receive: Any, channel: str) -> None:
+        """Dispatch messages by parent msg_id; unknown parents are dropped (4.7)."""
+        while True:
+            try:
+                msg = await receive()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if self.closed:
+                    return
+                log.debug("%s receive failed", channel, exc_info=True)
+                await asyncio.sleep(0.05)
+                continue
+            parent = (msg.get("parent_header") or {}).get("msg_id")
+            request = self._requests.get(parent) if parent else None
+            if request is not None:
+                request.queue.put_nowait((channel, msg))
+
+
+def _kernel_env(language: str, env: dict[str, str]) -> dict[str, str]:
+    """Per-language tweaks: JS kernels (Deno) colour `text/plain` unless NO_COLOR is set."""
+    if language in ("javascript", "typescript"):
+        return {**env, "NO_COLOR": "1"}
+    return env

@@ -1,0 +1,16 @@
+# IPython kernel configuration passed with `--config=<this file>` by the daemon
+# (spec 5.1 item 1). Loaded by traitlets, which defines `c`, `get_config` and `__file__`.
+import os as _os
+
+c = get_config()  # noqa: F821  (provided by the traitlets loader)
+
+# Tracebacks without ANSI escapes; long containers never truncated with '...'.
+c.InteractiveShell.colors = "nocolor"
+c.PlainTextFormatter.max_seq_length = 0
+
+# Run startup.py in its own namespace (runpy) so nothing leaks into the user's
+# globals; store_history is off for exec_lines, so the execution counter stays at 1.
+_startup = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "startup.py")
+c.IPKernelApp.exec_lines = [
+    f"__import__('runpy').run_path({_startup!r}, run_name='__e2b_kernel_startup__');"
+]

@@ -1,0 +1,238 @@
+"""Language names, kernel specs and the per-language code snippets the daemon injects.
+
+Everything here is pure (no I/O except kernel-spec discovery) so the rules of
+spec sections 4.1.2, 4.1.3, 4.4 and 4.5.2 can be unit-tested in isolation.
+Values are always encoded as proper literals of the target language: upstream
+interpolated raw text, which broke on quotes and backslashes (spec 10 #14).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import warnings
+from typing import Iterable, Mapping, Optional
+
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+PYTHON = "python"
+JAVASCRIPT = "javascript"
+TYPESCRIPT = "typescript"
+R = "r"
+JAVA = "java"
+BASH = "bash"
+
+_ALIASES = {"js": JAVASCRIPT, "ts": TYPESCRIPT}
+
+# Spec 4.1.3: language -> candidate kernel spec names, first installed wins.
+_SPEC_CANDIDATES: dict[str, tuple[str, ...]] = {
+    PYTHON: ("python3", "python"),
+    JAVASCRIPT: ("javascript", "deno", "tslab", "jslab"),
+    TYPESCRIPT: ("javascript", "deno", "tslab"),
+    R: ("r", "ir"),
+    JAVA: ("java",),
+    BASH: ("bash",),
+}
+
+_SHELL_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def normalise(language: Optional[str]) -> str:
+    """Spec 4.1.2: empty -> python, lower-case/trim, only `js`/`ts` are aliases."""
+    if not language:
+        return PYTHON
+    lang = language.strip().lower()
+    if not lang:
+        return PYTHON
+    return _ALIASES.get(lang, lang)
+
+
+def installed_kernel_specs() -> dict[str, str]:
+    """Kernel spec name -> resource dir, for specs whose program actually exists.
+
+    A spec left behind without its runtime (e.g. the Java kernel without a JRE)
+    is reported as "not available" instead of failing at launch.
+    """
+    found = {}
+    with warnings.catch_warnings():
+        # bash_kernel's kernel.json carries a legacy top-level key traitlets warns about
+        warnings.simplefilter("ignore", DeprecationWarning)
+        specs = KernelSpecManager().get_all_specs()
+    for name, entry in specs.items():
+        argv = entry.get("spec", {}).get("argv") or []
+        # jupyter_client runs "python"/"python3" specs with sys.executable
+        if argv and (argv[0] in ("python", "python3") or shutil.which(os.path.expanduser(argv[0]))):
+            found[name] = entry.get("resource_dir", "")
+    return found
+
+
+def resolve_kernel_spec(language: str, installed: Optional[Mapping[str, str]] = None) -> str:
+    """Pick the kernel spec for a normalised language.
+
+    Raises NoSuchKernel with the upstream-like message when nothing fits, so the
+    route can answer `500 Failed to create context: {...}` (spec 2.3).
+    """
+    specs = installed if installed is not None else installed_kernel_specs()
+    for name in _SPEC_CANDIDATES.get(language, (language,)):
+        if name in specs:
+            return name
+    raise NoSuchKernel(language)
+
+
+def unavailable_message(language: str, installed: Iterable[str]) -> str:
+    """Upstream's Jupyter Server error JSON, plus the installed languages to help the caller."""
+    available = ", ".join(sorted(installed)) or "none"
+    return json.dumps(
+        {
+            "message": (
+                f"The '{language}' kernel is not available. Please pick another suitable "
+                f"kernel instead, or install that kernel. Installed languages: {available}"
+            ),
+            "short_message": f"{language} not found",
+        }
+    )
+
+
+def installed_languages(installed: Optional[Mapping[str, str]] = None) -> list[str]:
+    """Languages of spec 4.1.3 that have a kernel here (for error messages and tests)."""
+    specs = installed if installed is not None else installed_kernel_specs()
+    langs = []
+    for lang in (PYTHON, JAVASCRIPT, TYPESCRIPT, R, JAVA, BASH):
+        try:
+            resolve_kernel_spec(lang, specs)
+        except NoSuchKernel:
+            continue
+        langs.append(lang)
+    return langs
+
+
+# ---------------------------------------------------------------- literals
+
+
+def py_literal(value: str) -> str:
+    """Python string literal (repr is always a valid literal for str)."""
+    return repr(value)
+
+
+def js_literal(value: str) -> str:
+    """JSON string is a valid JS literal; ensure_ascii also escapes U+2028/2029."""
+    return json.dumps(value, ensure_ascii=True)
+
+
+def _c_like_literal(value: str) -> str:
+    """Double-quoted literal with backslash escapes, valid in R and Java."""
+    out = []
+    for ch in value:
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        elif code < 0x20 or code == 0x7F or 0x2028 <= code <= 0x2029:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def r_literal(value: str) -> str:
+    """R string literal."""
+    return _c_like_literal(value)
+
+
+def java_literal(value: str) -> str:
+    """Java string literal (surrogate pairs pass through as characters)."""
+    return _c_like_literal(value)
+
+
+def sh_literal(value: str) -> str:
+    """Single-quoted shell word; `'` becomes `'\\''`."""
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+# ---------------------------------------------------------------- snippets
+
+
+def cwd_code(language: str, path: str) -> Optional[str]:
+    """Spec 4.4: code that makes the kernel use `path` as working directory."""
+    if language == PYTHON:
+        # Like upstream's `%cd <P>` (a missing directory is reported, not raised, so the
+        # context is still created), but with a real literal: the magic would expand
+        # `$name`/`{expr}` inside the path and mangle quotes.
+        return (
+            "try:\n"
+            f"    __import__('os').chdir({py_literal(path)})\n"
+            "except OSError as _e2b_cd_error:\n"
+            "    print(_e2b_cd_error)\n"
+            "    del _e2b_cd_error"
+        )
+    if language in (JAVASCRIPT, TYPESCRIPT):
+        return f"process.chdir({js_literal(path)})"
+    if language == R:
+        return f"setwd({r_literal(path)})"
+    if language == JAVA:
+        return f'System.setProperty("user.dir", {java_literal(path)});'
+    if language == BASH:
+        return f"cd {sh_literal(path)}"
+    return None
+
+
+def env_set_code(language: str, env: Mapping[str, str]) -> Optional[str]:
+    """Spec 4.5.2: assignments for every pair, joined by newlines; None if nothing to do."""
+    lines = [_set_one(language, k, v) for k, v in env.items()]
+    lines = [line for line in lines if line]
+    return "\n".join(lines) or None
+
+
+def env_restore_code(
+    language: str, keys: Iterable[str], global_env: Mapping[str, str]
+) -> Optional[str]:
+    """Spec 4.5.4: put each key back to its global value, or unset it."""
+    lines = []
+    for key in keys:
+        if key in global_env:
+            lines.append(_set_one(language, key, global_env[key]))
+        else:
+            lines.append(_unset_one(language, key))
+    lines = [line for line in lines if line]
+    return "\n".join(lines) or None
+
+
+def _set_one(language: str, key: str, value: str) -> Optional[str]:
+    if language == PYTHON:
+        return f"import os; os.environ[{py_literal(key)}] = {py_literal(value)}"
+    if language in (JAVASCRIPT, TYPESCRIPT):
+        return f"process.env[{js_literal(key)}] = {js_literal(value)}"
+    if language == R:
+        return f"Sys.setenv({r_literal(key)} = {r_literal(value)})"
+    if language == JAVA:
+        return f"System.setProperty({java_literal(key)}, {java_literal(value)});"
+    if language == BASH:
+        if not _SHELL_IDENTIFIER.match(key):
+            return None
+        return f"export {key}={sh_literal(value)}"
+    return None
+
+
+def _unset_one(language: str, key: str) -> Optional[str]:
+    if language == PYTHON:
+        return f"import os; os.environ.pop({py_literal(key)}, None)"
+    if language in (JAVASCRIPT, TYPESCRIPT):
+        return f"delete process.env[{js_literal(key)}]"
+    if language == R:
+        return f"Sys.unsetenv({r_literal(key)})"
+    if language == JAVA:
+        return f"System.clearProperty({java_literal(key)});"
+    if language == BASH:
+        if not _SHELL_IDENTIFIER.match(key):
+            return None
+        return f"unset {key}"
+    return None

@@ -1,0 +1,347 @@
+"""HTTP surface of the code interpreter (spec sections 1 and 2).
+
+Handlers validate and resolve, then hand work to the registry/contexts. The
+`/execute` handler sends its headers at once and then only relays lines of an
+`Execution` whose job it does not own, so a client going away (aiohttp cancels
+the handler with `handler_cancellation=True`) merely notifies the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from typing import Any, Awaitable, Callable, Optional
+
+from aiohttp import web
+
+from . import languages, messages
+from .contexts import Context, ContextError, Registry
+from .execution import Execution
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_INTERVAL = 5.0
+DEFAULT_MAX_OUTPUT = 32 * 1024 * 1024  # stdout+stderr bytes per execution before truncation
+STOP_TIMEOUT = 3.0
+NDJSON = "application/x-ndjson"
+PREFLIGHT_METHODS = "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ValidationFailed(Exception):
+    """Request body rejected; carries FastAPI-style `detail` entries for the 422 body."""
+
+    def __init__(self, detail: list[dict[str, Any]]) -> None:
+        super().__init__("validation failed")
+        self.detail = detail
+
+
+def _text(status: int, body: str) -> web.Response:
+    """Route-level errors are plain text (spec 1.4)."""
+    return web.Response(status=status, text=body, content_type="text/plain", charset="utf-8")
+
+
+def _unprocessable(detail: list[dict[str, Any]]) -> web.Response:
+    return web.json_response({"detail": detail}, status=422)
+
+
+async def _read_object(request: web.Request, lenient_empty: bool) -> dict[str, Any]:
+    """Parse the body as a JSON object or raise ValidationFailed (422)."""
+    raw = await request.read()
+    if not raw.strip():
+        if lenient_empty:
+            return {}
+        raise ValidationFailed(
+            [{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}]
+        )
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationFailed(
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ["body", 0],
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": {"error": str(exc)},
+                }
+            ]
+        ) from None
+    if not isinstance(body, dict):
+        raise ValidationFailed(
+            [
+                {
+                    "type": "model_attributes_type",
+                    "loc": ["body"],
+                    "msg": "Input should be a valid dictionary or object to extract fields from",
+                    "input": body,
+                }
+            ]
+        )
+    return body
+
+
+def _string_field(body: dict[str, Any], key: str, required: bool, errors: list) -> Optional[str]:
+    """Optional/required string field; collects a FastAPI-like error entry."""
+    if key not in body:
+        if required:
+            errors.append({"type": "missing", "loc": ["body", key], "msg": "Field required", "input": body})
+        return None
+    value = body[key]
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        errors.append(
+            {"type": "string_type", "loc": ["body", key], "msg": "Input should be a valid string", "input": value}
+        )
+        return None
+    return value
+
+
+def _env_field(body: dict[str, Any], errors: list) -> dict[str, str]:
+    value = body.get("env_vars")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        errors.append(
+            {"type": "dict_type", "loc": ["body", "env_vars"], "msg": "Input should be a valid dictionary", "input": value}
+        )
+        return {}
+    for key, item in value.items():
+        if not isinstance(item, str):
+            errors.append(
+                {"type": "string_type", "loc": ["body", "env_vars", key], "msg": "Input should be a valid string", "input": item}
+            )
+    return value
+
+
+class CodeInterpreter:
+    """The code-interpreter half of the daemon: routes, middlewares, lifecycle."""
+
+    def __init__(
+        self,
+        *,
+        default_cwd: str,
+        global_envs: Callable[[], dict[str, str]],
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT,
+    ) -> None:
+        self.default_cwd = _usable_cwd(default_cwd)
+        self.registry = Registry(self.default_cwd, global_envs)
+        self.max_output_bytes = max_output_bytes
+        self._started = False
+
+    # ------------------------------------------------------------ assembly interface
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/execute", self.execute),
+            web.get("/contexts", self.list_contexts, allow_head=False),
+            web.post("/contexts", self.create_context),
+            web.delete("/contexts/{context_id}", self.delete_context),
+            web.post("/contexts/{context_id}/restart", self.restart_context),
+        ]
+
+    def middlewares(self) -> list:
+        return [cors_middleware, json_errors_middleware]
+
+    async def health(self, request: web.Request) -> web.StreamResponse:
+        """Spec 2.1: JSON string "OK" once the default contexts exist."""
+        if not self._started:
+            return web.json_response("Starting", status=503)
+        return web.json_response("OK")
+
+    async def start(self) -> None:
+        extra = tuple(
+            lang for lang in (languages.JAVASCRIPT,) if lang in self.registry.installed_languages()
+        )
+        await self.registry.start(extra_defaults=extra)
+        self._started = True
+
+    async def stop(self) -> None:
+        self._started = False
+        try:
+            await asyncio.wait_for(self.registry.stop(), timeout=STOP_TIMEOUT)
+        except asyncio.TimeoutError:
+            log.warning("kernel shutdown exceeded %.1fs, killing the rest", STOP_TIMEOUT)
+        self.registry.kill_all()
+        self.registry.runtime.close()
+
+    # ------------------------------------------------------------ /execute
+
+    async def execute(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await _read_object(request, lenient_empty=False)
+            code, context_id, language, env_vars = self._parse_execute(body)
+        except ValidationFailed as exc:
+            return _unprocessable(exc.detail)
+        if context_id and language:
+            return _text(400, "Only one of context_id or language can be provided")
+        try:
+            context = await self._resolve_context(context_id, language)
+        except ContextError as exc:
+            return _text(500, str(exc))
+        if context is None:
+            return _text(404, f"Context {context_id} not found")
+        execution = Execution(context, code, env_vars, self.max_output_bytes)
+        execution.start()
+        return await self._relay(request, execution)
+
+    @staticmethod
+    def _parse_execute(body: dict[str, Any]) -> tuple[str, Optional[str], Optional[str], dict[str, str]]:
+        errors: list[dict[str, Any]] = []
+        code = _string_field(body, "code", True, errors)
+        context_id = _string_field(body, "context_id", False, errors)
+        language = _string_field(body, "language", False, errors)
+        env_vars = _env_field(body, errors)
+        if errors:
+            raise ValidationFailed(errors)
+        assert code is not None
+        return code, context_id, language, env_vars
+
+    async def _resolve_context(self, context_id: Optional[str], language: Optional[str]) -> Optional[Context]:
+        """Spec 2.2.2; lazily (re)creates language defaults, returns None for unknown ids."""
+        if language:
+            return await self.registry.default_for(languages.normalise(language))
+        if context_id:
+            return self.registry.get(context_id)
+        return await self.registry.default_for(languages.PYTHON)
+
+    async def _relay(self, request: web.Request, execution: Execution) -> web.StreamResponse:
+        """Headers now, then lines as they come, keepalive after 5 s of silence (3.6)."""
+        response = web.StreamResponse(status=200, headers={"Content-Type": NDJSON})
+        if "Origin" in request.headers:
+            response.headers["Access-Control-Allow-Origin"] = "*"
+        try:
+            await response.prepare(request)
+            while True:
+                chunk, finished = await self._next_chunk(execution)
+                await response.write(chunk)
+                if finished:
+                    break
+            await response.write_eof()
+        except asyncio.CancelledError:
+            execution.notify_client_gone()
+            raise
+        except (ConnectionError, RuntimeError, OSError) as exc:
+            execution.notify_client_gone()
+            log.debug("client of %s went away: %r", execution.context.id, exc)
+        return response
+
+    @staticmethod
+    async def _next_chunk(execution: Execution) -> tuple[bytes, bool]:
+        """Everything already queued (one write), or a keepalive after 5 s of silence."""
+        try:
+            line = await asyncio.wait_for(execution.lines.get(), timeout=KEEPALIVE_INTERVAL)
+        except asyncio.TimeoutError:
+            return messages.encode_line(messages.KEEPALIVE), False
+        parts = [messages.encode_line(line)]
+        finished = line is messages.END_OF_EXECUTION
+        while not finished and not execution.lines.empty() and len(parts) < 256:
+            line = execution.lines.get_nowait()
+            parts.append(messages.encode_line(line))
+            finished = line is messages.END_OF_EXECUTION
+        return b"".join(parts), finished
+
+    # ------------------------------------------------------------ /contexts
+
+    async def list_contexts(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response([c.describe() for c in self.registry.contexts.values()])
+
+    async def create_context(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await _read_object(request, lenient_empty=True)
+            errors: list[dict[str, Any]] = []
+            language = _string_field(body, "language", False, errors)
+            cwd = _string_field(body, "cwd", False, errors)
+            if errors:
+                raise ValidationFailed(errors)
+        except ValidationFailed as exc:
+            return _unprocessable(exc.detail)
+        try:
+            context = await self.registry.create(
+                languages.normalise(language), cwd or self.default_cwd
+            )
+        except ContextError as exc:
+            return _text(500, str(exc))
+        return web.json_response(context.describe())
+
+    async def delete_context(self, request: web.Request) -> web.StreamResponse:
+        context_id = request.match_info["context_id"]
+        context = self.registry.get(context_id)
+        if context is None:
+            return _text(404, f"Context {context_id} not found")
+        try:
+            await asyncio.shield(self.registry.delete(context))
+        except Exception:
+            log.exception("deleting context %s failed", context_id)
+            return _text(500, f"Failed to remove context {context_id}")
+        return web.json_response(None)
+
+    async def restart_context(self, request: web.Request) -> web.StreamResponse:
+        context_id = request.match_info["context_id"]
+        context = self.registry.get(context_id)
+        if context is None:
+            return _text(404, f"Context {context_id} not found")
+        try:
+            await asyncio.shield(context.restart())
+        except Exception:
+            log.exception("restarting context %s failed", context_id)
+            return _text(500, f"Failed to restart context {context_id}")
+        return web.json_response(None)
+
+
+def _usable_cwd(path: str) -> str:
+    """The spec's /home/user, or the daemon user's home on a dev machine without it."""
+    if os.path.isdir(path):
+        return path
+    home = os.path.expanduser("~")
+    log.warning("default cwd %s missing, using %s", path, home)
+    return home
+
+
+# ---------------------------------------------------------------- middlewares
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Spec 1.3: allow every origin/method/header, answer pre-flights directly."""
+    origin = request.headers.get("Origin")
+    if (
+        request.method == "OPTIONS"
+        and origin is not None
+        and "Access-Control-Request-Method" in request.headers
+    ):
+        headers = {
+            "Access-Control-Allow-Origin": "*",
+            "Access-Control-Allow-Methods": PREFLIGHT_METHODS,
+            "Access-Control-Max-Age": "600",
+        }
+        requested = request.headers.get("Access-Control-Request-Headers")
+        if requested is not None:
+            headers["Access-Control-Allow-Headers"] = requested
+        return web.Response(status=200, text="OK", content_type="text/plain", charset="utf-8", headers=headers)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if origin is not None:
+            exc.headers["Access-Control-Allow-Origin"] = "*"
+        raise
+    if origin is not None and not response.prepared:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@web.middleware
+async def json_errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Spec 1.4: FastAPI-style JSON bodies for unknown paths and wrong methods."""
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed as exc:
+        allow = ", ".join(sorted(exc.allowed_methods))
+        return web.json_response({"detail": "Method Not Allowed"}, status=405, headers={"Allow": allow})
+    except web.HTTPNotFound:
+        return web.json_response({"detail": "Not Found"}, status=404)

@@ -1,0 +1,264 @@
+"""Interrupts, kernel death, pre-emption, huge output and concurrency (spec 4.6, 4.9-4.11)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+
+import httpx
+import psutil
+import pytest
+from e2b import TimeoutException
+
+pytestmark = pytest.mark.timeout(180)
+
+CI_HEADERS = {"E2b-Sandbox-Port": "49999", "Content-Type": "application/json"}
+
+
+def _kernel_pid(sandbox, context) -> int:
+    return int(sandbox.run_code("import os; os.getpid()", context=context).text)
+
+
+def test_timeout_interrupts_and_next_run_works(sandbox):
+    context = sandbox.create_code_context()
+    try:
+        sandbox.run_code("survivor = 41", context=context)
+        with pytest.raises(TimeoutException):
+            sandbox.run_code("while True: pass", context=context, timeout=2)
+        after = sandbox.run_code("survivor + 1", context=context, timeout=30)
+        assert after.error is None, after.error  # no stray KeyboardInterrupt
+        assert after.text == "42"  # interrupted, not restarted: state kept
+    finally:
+        sandbox.remove_code_context(context)
+
+
+def test_kernel_ignoring_interrupt_is_replaced(sandbox):
+    """SIGINT ignored by user code: the drain gives up, the kernel is replaced, the context serves on."""
+    context = sandbox.create_code_context()
+    try:
+        with pytest.raises(TimeoutException):
+            sandbox.run_code(
+                "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: pass",
+                context=context,
+                timeout=2,
+            )
+        after = sandbox.run_code("'next'", context=context, timeout=60)
+        assert after.error is None, after.error
+        assert after.text == "next"
+        assert after.execution_count == 1  # a fresh kernel
+    finally:
+        sandbox.remove_code_context(context)
+
+
+async def test_async_timeout_interrupt_sleep(async_sandbox):
+    context = await async_sandbox.create_code_context()
+    try:
+        with pytest.raises(TimeoutException):
+            await async_sandbox.run_code("import time; time.sleep(300)", context=context, timeout=2)
+        execution = await async_sandbox.run_code("1 + 1", context=context, timeout=30)
+        assert execution.text == "2"
+        assert execution.error is None
+    finally:
+        await async_sandbox.remove_code_context(context)
+
+
+def test_queued_request_survives_interrupt_of_previous(sandbox):
+    """A request queued behind an interrupted one must run normally (spec 10 #10)."""
+    context = sandbox.create_code_context()
+    started = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def first() -> None:
+        try:
+            sandbox.run_code(
+                "print('started', flush=True)\nimport time\nwhile True: time.sleep(0.01)",
+                context=context,
+                on_stdout=lambda _: started.set(),
+                timeout=2,
+            )
+        except TimeoutException as exc:
+            outcome["first"] = exc
+
+    try:
+        thread = threading.Thread(target=first)
+        thread.start()
+        assert started.wait(60)
+        second = sandbox.run_code("'second'", context=context, timeout=60)  # queued behind `first`
+        thread.join(60)
+        assert isinstance(outcome.get("first"), TimeoutException)
+        assert second.error is None, second.error
+        assert second.text == "second"
+        assert sandbox.run_code("'third'", context=context, timeout=60).text == "third"
+    finally:
+        sandbox.remove_code_context(context)
+
+
+@pytest.mark.parametrize("how", ["os._exit", "sigkill"])
+def test_kernel_death_reports_and_recovers(sandbox, how):
+    context = sandbox.create_code_context(cwd="/tmp")
+    try:
+        pid = _kernel_pid(sandbox, context)
+        if how == "os._exit":
+            # the pause lets the kernel's IOPub thread send the line before the process vanishes
+            code = "print('dying', flush=True)\nimport os, time; time.sleep(0.5); os._exit(1)"
+            execution = sandbox.run_code(code, context=context, timeout=60)
+            assert execution.logs.stdout == ["dying\n"]
+        else:
+            execution = sandbox.run_code(
+                "print('go', flush=True)\nimport time; time.sleep(60)",
+                context=context,
+                on_stdout=lambda _: os.kill(pid, signal.SIGKILL),  # kill once it is running
+                timeout=60,
+            )
+        assert execution.error.name == "ContextRestarting"
+        assert execution.error.value == "Context was restarted"
+        after = sandbox.run_code("import os; os.getcwd()", context=context, timeout=60)
+        assert after.text == "/tmp"  # same context id, cwd re-applied
+        assert after.execution_count == 1  # fresh kernel
+        assert _kernel_pid(sandbox, context) != pid
+    finally:
+        sandbox.remove_code_context(context)
+
+
+def test_idle_kernel_death_is_silent(daemon, sandbox):
+    context = sandbox.create_code_context()
+    try:
+        pid = _kernel_pid(sandbox, context)
+        kernel_process = psutil.Process(pid)
+        os.kill(pid, signal.SIGKILL)
+        kernel_process.wait(10)
+        # The next run either lands on the restarted kernel or waits for it.
+        execution = sandbox.run_code("'alive'", context=context, timeout=60)
+        assert execution.text == "alive" or execution.error.name == "ContextRestarting"
+        assert sandbox.run_code("'alive'", context=context, timeout=60).text == "alive"
+    finally:
+        sandbox.remove_code_context(context)
+
+
+def _stream_in_thread(daemon, body: dict, out: list) -> threading.Thread:
+    def run() -> None:
+        with httpx.stream("POST", f"{daemon.url}/execute", json=body, headers=CI_HEADERS, timeout=60) as r:
+            out.extend(json.loads(line) for line in r.iter_lines())
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _wait_running(lines: list) -> None:
+    for _ in range(200):
+        if any(line.get("type") == "stdout" for line in lines):
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError(f"execution never started: {lines}")
+
+
+@pytest.mark.parametrize("action", ["restart", "delete"])
+def test_restart_or_delete_preempts_running_execution(daemon, sandbox, action):
+    context = sandbox.create_code_context()
+    lines: list = []
+    thread = _stream_in_thread(
+        daemon, {"code": "print('go', flush=True)\nimport time; time.sleep(60)", "context_id": context.id}, lines
+    )
+    _wait_running(lines)
+    if action == "restart":
+        sandbox.restart_code_context(context)
+    else:
+        sandbox.remove_code_context(context)
+    thread.join(30)
+    errors = [line for line in lines if line["type"] == "error"]
+    assert errors == [
+        {
+            "type": "error",
+            "name": "UnexpectedEndOfExecution",
+            "value": "Connection to the execution was closed before the execution was finished",
+            "traceback": "",
+        }
+    ]
+    assert lines[-1] == {"type": "end_of_execution"}
+    if action == "restart":
+        assert sandbox.run_code("'fresh'", context=context).text == "fresh"
+        sandbox.remove_code_context(context)
+
+
+def test_huge_output_is_bounded_and_stream_stays_valid(daemon, sandbox):
+    """100 MB printed: the stream ends normally, truncated with an explicit marker."""
+    daemon_proc = psutil.Process(daemon.pid)
+    context = sandbox.create_code_context()
+    try:
+        code = "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(100):\n    sys.stdout.write(chunk)\nprint('done')"
+        execution = sandbox.run_code(code, context=context, timeout=120)
+        total = sum(len(s) for s in execution.logs.stdout)
+        assert total < 100 * (1 << 20)
+        assert any("output truncated" in s for s in execution.logs.stderr)
+        assert daemon_proc.memory_info().rss < 1024 * (1 << 20)
+        assert sandbox.run_code("'ok'", context=context).text == "ok"
+    finally:
+        sandbox.remove_code_context(context)
+
+
+async def test_fifty_concurrent_executions_across_ten_contexts(async_sandbox):
+    contexts = await asyncio.gather(*(async_sandbox.create_code_context() for _ in range(10)))
+    try:
+        await asyncio.gather(*(async_sandbox.run_code("seen = []", context=c) for c in contexts))
+
+        async def run(context, index: int):
+            return await async_sandbox.run_code(
+                f"import time; time.sleep(0.01); seen.append({index}); {index}", context=context, timeout=120
+            )
+
+        jobs = [run(contexts[i % 10], i) for i in range(50)]
+        executions = await asyncio.gather(*jobs)
+        assert [e.text for e in executions] == [str(i) for i in range(50)]
+        for offset, context in enumerate(contexts):
+            seen = (await async_sandbox.run_code("seen", context=context)).results[0].json
+            mine = [(executions[i].execution_count, i) for i in range(offset, 50, 10)]
+            assert sorted(seen) == [i for _, i in mine]
+            # serialised: the kernel ran them one by one, in execution-count order
+            assert seen == [i for _, i in sorted(mine)]
+    finally:
+        await asyncio.gather(*(async_sandbox.remove_code_context(c) for c in contexts))
+
+
+def test_headers_and_keepalives_while_queued(daemon, sandbox):
+    """A request queued behind a busy context gets its 200 at once and keepalives meanwhile."""
+    context = sandbox.create_code_context()
+    busy: list = []
+    try:
+        blocker = _stream_in_thread(
+            daemon,
+            {"code": "print('busy', flush=True)\nimport time; time.sleep(6)", "context_id": context.id},
+            busy,
+        )
+        _wait_running(busy)
+        with httpx.stream(
+            "POST", f"{daemon.url}/execute", json={"code": "'after'", "context_id": context.id},
+            headers=CI_HEADERS, timeout=60,
+        ) as response:
+            assert response.status_code == 200  # before the lock was free
+            queued = [json.loads(line) for line in response.iter_lines()]
+        blocker.join(30)
+        assert {"type": "keepalive"} in busy + queued
+        assert [line["type"] for line in queued if line["type"] != "keepalive"] == [
+            "number_of_executions", "result", "end_of_execution"
+        ]
+    finally:
+        sandbox.remove_code_context(context)
+
+
+def test_daemon_stop_ends_streams_and_leaves_no_kernels(daemon_factory):
+    extra = daemon_factory(code_interpreter=True)
+    kernels = psutil.Process(extra.pid).children(recursive=True)
+    assert kernels, "expected kernel processes under the daemon"
+    lines: list = []
+    thread = _stream_in_thread(extra, {"code": "print('go', flush=True)\nimport time; time.sleep(60)"}, lines)
+    _wait_running(lines)
+    assert extra.stop() == 0
+    thread.join(30)
+    assert [line["type"] for line in lines][-2:] == ["error", "end_of_execution"]
+    assert lines[-2]["name"] == "UnexpectedEndOfExecution"
+    gone, alive = psutil.wait_procs(kernels, timeout=10)
+    assert alive == []
