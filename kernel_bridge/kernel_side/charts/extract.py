@@ -296,7 +296,7 @@ def pie_chart(ax: Axes) -> Chart:
     """Pie chart: label, angle (8-digit rounded) and radius per wedge."""
     chart = _base("pie", ax)
     for wedge in ax.patches:
-        angle = Decimal(wedge.theta2) - Decimal(wedge.theta1)
+        angle = Decimal(float(wedge.theta2)) - Decimal(float(wedge.theta1))  # float32 on mpl 3.10
         chart["elements"].append({
             "label": wedge.get_label(),
             "angle": abs(round8(angle)),
