@@ -251,6 +251,7 @@ class Registry:
         self._creations: set[asyncio.Task] = set()
         self._live: set[Kernel] = set()
         self.runtime = RuntimeDir()
+        languages.provide_package_kernels(self.runtime.path)
         self._env = kernel_environment(self.runtime)
         self._specs = languages.installed_kernel_specs()
         self.stopping = False

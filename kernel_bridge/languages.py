@@ -8,10 +8,12 @@ interpolated raw text, which broke on quotes and backslashes (spec 10 #14).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
+import sys
 import warnings
 from typing import Iterable, Mapping, Optional
 
@@ -47,6 +49,39 @@ def normalise(language: Optional[str]) -> str:
     if not lang:
         return PYTHON
     return _ALIASES.get(lang, lang)
+
+
+#: Kernels that are plain Python packages: usable as soon as they are
+#: pip-installed (the `kernels` extra), with no separate `... install` step.
+_PACKAGE_KERNELS = {"bash": ("bash_kernel", "Bash", "bash")}
+
+
+def provide_package_kernels(data_dir: str) -> None:
+    """Write specs for importable kernel packages that have none; put them on JUPYTER_PATH.
+
+    The specs run the package with this interpreter, so a `pip install` of
+    the project is all a bash context needs.
+    """
+    existing = KernelSpecManager().find_kernel_specs()
+    missing = [
+        name
+        for name, (module, _, _) in _PACKAGE_KERNELS.items()
+        if name not in existing and importlib.util.find_spec(module) is not None
+    ]
+    for name in missing:
+        module, display_name, language = _PACKAGE_KERNELS[name]
+        spec_dir = os.path.join(data_dir, "kernels", name)
+        os.makedirs(spec_dir, exist_ok=True)
+        spec = {
+            "argv": [sys.executable, "-m", module, "-f", "{connection_file}"],
+            "display_name": display_name,
+            "language": language,
+        }
+        with open(os.path.join(spec_dir, "kernel.json"), "w") as out:
+            json.dump(spec, out)
+    if missing:
+        paths = [data_dir, os.environ.get("JUPYTER_PATH", "")]
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in paths if p)
 
 
 def installed_kernel_specs() -> dict[str, str]:

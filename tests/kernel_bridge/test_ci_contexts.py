@@ -8,20 +8,12 @@ import httpx
 import pytest
 from e2b import NotFoundException, SandboxException
 from e2b_code_interpreter import Context
-from jupyter_client.kernelspec import NoSuchKernel
 
-from kernel_bridge import languages
+from tests.kernel_bridge.kernels import require_kernel
 
 pytestmark = pytest.mark.timeout(120)
 
 CI_HEADERS = {"E2b-Sandbox-Port": "49999", "Content-Type": "application/json"}
-
-
-def _require_bash() -> None:
-    try:
-        languages.resolve_kernel_spec("bash")
-    except NoSuchKernel:
-        pytest.skip("no Jupyter kernel for 'bash' is installed on this machine")
 
 
 def _post(daemon, path: str, body, **kwargs) -> httpx.Response:
@@ -98,7 +90,7 @@ def test_unknown_language_names_installed_ones(sandbox):
 
 
 def test_missing_cwd_fails_for_bash(sandbox):
-    _require_bash()
+    require_kernel("bash")
     with pytest.raises(SandboxException, match="Failed to set working directory"):
         sandbox.create_code_context(language="bash", cwd="/does/not/exist")
 
@@ -115,7 +107,7 @@ async def test_async_contexts(async_sandbox):
 
 
 def test_deleted_default_is_recreated_lazily(daemon, sandbox):
-    _require_bash()
+    require_kernel("bash")
     created = sandbox.run_code("true", language="bash")  # lazily creates the bash default
     assert created.error is None
     bash_default = [c for c in sandbox.list_code_contexts() if c.language == "bash"][0]

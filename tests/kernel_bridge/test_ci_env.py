@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from jupyter_client.kernelspec import NoSuchKernel
 
-from kernel_bridge import languages
+from tests.kernel_bridge.kernels import require_kernel
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,16 +32,9 @@ def _value(language: str, execution) -> str:
     return execution.results[0].text.strip()  # IRkernel shows values as display_data
 
 
-def _require(language: str) -> None:
-    try:
-        languages.resolve_kernel_spec(language)
-    except NoSuchKernel:
-        pytest.skip(f"no Jupyter kernel for {language!r} is installed on this machine")
-
-
 @pytest.mark.parametrize("language", sorted(READERS))
 def test_env_vars_per_execution(sandbox, language):
-    _require(language)
+    require_kernel(language)
     code, printing = READERS[language]
     with_env = sandbox.run_code(code, language=language, envs={"FOO": "bar"})
     assert with_env.error is None, with_env.error

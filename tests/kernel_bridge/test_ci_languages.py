@@ -8,25 +8,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from jupyter_client.kernelspec import NoSuchKernel
 
+from tests.kernel_bridge.kernels import require_kernel
 from kernel_bridge import languages, messages
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _require(language: str) -> None:
-    try:
-        languages.resolve_kernel_spec(language)
-    except NoSuchKernel:
-        pytest.skip(f"no Jupyter kernel for {language!r} is installed on this machine")
 
 
 # ---------------------------------------------------------------- JavaScript / TypeScript
 
 
 def test_javascript_default_context_listed(sandbox):
-    _require("javascript")
+    require_kernel("javascript")
     assert {"python", "javascript"} <= {c.language for c in sandbox.list_code_contexts()}
 
 
@@ -39,14 +32,14 @@ def test_javascript_default_context_listed(sandbox):
     ],
 )
 def test_javascript_stdout(sandbox, code, stdout):
-    _require("javascript")
+    require_kernel("javascript")
     execution = sandbox.run_code(code, language="js")
     assert execution.error is None, execution.error
     assert execution.logs.stdout == stdout
 
 
 def test_javascript_await_result_and_error(sandbox):
-    _require("javascript")
+    require_kernel("javascript")
     for _ in range(3):  # the Deno kernel publishes results after `idle`; none may be lost
         assert sandbox.run_code("await Promise.resolve('Hello World!')", language="js").text == "Hello World!"
     error = sandbox.run_code("throw new Error('boom')", language="js").error
@@ -55,19 +48,19 @@ def test_javascript_await_result_and_error(sandbox):
 
 @pytest.mark.parametrize("language", ["js", "ts"])
 def test_javascript_cwd(sandbox, language):
-    _require(languages.normalise(language))
+    require_kernel(languages.normalise(language))
     assert sandbox.run_code("process.cwd()", language=language).text == "/home/user"
 
 
 def test_typescript_is_a_separate_kernel(sandbox):
-    _require("typescript")
+    require_kernel("typescript")
     sandbox.run_code("globalThis.kbShared = 'js'", language="js")
     result = sandbox.run_code("typeof globalThis.kbShared", language="ts")
     assert result.text == "undefined"
 
 
 async def test_async_typescript(async_sandbox):
-    _require("typescript")
+    require_kernel("typescript")
     execution = await async_sandbox.run_code(
         "const message: string = 'Hello, World!'\nconsole.log(message)", language="ts"
     )
@@ -75,7 +68,7 @@ async def test_async_typescript(async_sandbox):
 
 
 def test_javascript_context_with_cwd(sandbox):
-    _require("javascript")
+    require_kernel("javascript")
     context = sandbox.create_code_context(language="javascript", cwd="/tmp")
     try:
         assert sandbox.run_code("process.cwd()", context=context).text == "/tmp"
@@ -85,7 +78,7 @@ def test_javascript_context_with_cwd(sandbox):
 
 def test_javascript_timeout_then_next_run_works(sandbox):
     """Deno dies on SIGINT; the context is restarted and keeps serving (spec 4.9, 4.10)."""
-    _require("javascript")
+    require_kernel("javascript")
     from e2b import TimeoutException
 
     context = sandbox.create_code_context(language="javascript")
@@ -101,7 +94,7 @@ def test_javascript_timeout_then_next_run_works(sandbox):
 
 
 def test_bash_state_and_cwd(sandbox):
-    _require("bash")
+    require_kernel("bash")
     context = sandbox.create_code_context(language="bash", cwd="/tmp")
     try:
         assert sandbox.run_code("pwd", context=context).logs.stdout == ["/tmp\n"]
@@ -113,7 +106,7 @@ def test_bash_state_and_cwd(sandbox):
 
 
 def test_bash_default_cwd(sandbox):
-    _require("bash")
+    require_kernel("bash")
     assert sandbox.run_code("pwd", language="bash").logs.stdout == ["/home/user\n"]
 
 
@@ -121,13 +114,13 @@ def test_bash_default_cwd(sandbox):
 
 
 def test_r_print(sandbox):
-    _require("r")
+    require_kernel("r")
     assert sandbox.run_code('print("Hello, World!")', language="r").logs.stdout == ['[1] "Hello, World!"\n']
     assert sandbox.run_code("getwd()", language="r").results[0].text == '[1] "/home/user"'
 
 
 def test_java_println_and_cwd(sandbox):
-    _require("java")
+    require_kernel("java")
     execution = sandbox.run_code('System.out.println("Hello, World!");', language="java")
     # IJava 1.3 sends the newline as its own chunk, JJava does not; chunks are relayed as sent
     assert execution.logs.stdout[0].rstrip("\n") == "Hello, World!"
