@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The one install recipe for envd: used by e2b.Dockerfile, bare VMs and CI alike.
 # Idempotent: safe to re-run (it upgrades the daemon in place).
+# Kernels: python and bash always; javascript/typescript, r and java with the
+# system step (packaging/install-kernels.sh).
 #
 #   packaging/install.sh [--prefix DIR] [--no-system]
 #
@@ -25,7 +27,8 @@ install_system_packages() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
     apt-get install -y -q --no-install-recommends \
-        python3 python3-venv python3-dev gcc ca-certificates tini sudo procps git curl
+        python3 python3-venv python3-dev gcc ca-certificates tini sudo procps git curl \
+        nodejs npm
     rm -rf /var/lib/apt/lists/*
 }
 
@@ -49,8 +52,8 @@ install_daemon() {
 }
 
 install_kernels() {
-    # ipykernel ships the python3 kernelspec; register bash_kernel's next to it.
-    "$prefix/venv/bin/python" -m bash_kernel.install --sys-prefix >/dev/null
+    # python and bash come with the package; the others need root (apt).
+    "$src/packaging/install-kernels.sh" "$prefix/venv"
 }
 
 install_service_unit() {
@@ -64,8 +67,8 @@ if [ "$system" = 1 ]; then
     create_sandbox_user
 fi
 install_daemon
-install_kernels
 if [ "$system" = 1 ]; then
+    install_kernels
     install_service_unit
 fi
 echo "envd installed: $prefix/venv/bin/envd ($("$prefix/venv/bin/envd" --version))"
