@@ -1,0 +1,297 @@
+"""What we measure through the official SDKs, each next to its baseline."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+
+import psutil
+from e2b_code_interpreter import AsyncSandbox, Sandbox
+
+from bench import raw
+from bench.stats import Latency, Target, time_calls
+from tests.harness import DaemonProcess, start_daemon
+
+MB = 1_000_000
+
+
+# Timings on a shared 2-core VM drift by tens of percent between minutes, so
+# every comparison alternates ours and the baseline in rounds within one run.
+ROUNDS = 5
+
+
+def run_code_rtt(sbx: Sandbox, count: int) -> Target:
+    async def measure() -> tuple[Latency, Latency]:
+        kernel = raw.RawKernel()
+        await kernel.start()
+        try:
+            await kernel.execute("x = 0")
+            sbx.run_code("x = 0")
+            ours, base = [], []
+            for _ in range(ROUNDS):
+                base += (await raw.kernel_rtt(kernel, count // ROUNDS)).samples
+                ours += time_calls(lambda: sbx.run_code("x+=1; x"), count // ROUNDS).samples
+            return Latency(ours), Latency(base)
+        finally:
+            await kernel.stop()
+
+    ours, base = asyncio.run(measure())
+    met = ours.p50 <= 1.3 * base.p50 and ours.p99 <= 2 * base.p99
+    return Target("run_code('x+=1; x') RTT", str(ours), str(base),
+                  "p50 <= 1.3x raw, p99 <= 2x raw p99", met)
+
+
+def _sdk_print_rate(sbx: Sandbox, lines: int) -> float:
+    received = 0
+
+    def count(message) -> None:
+        nonlocal received
+        received += message.line.count("\n")
+
+    started = time.perf_counter()
+    sbx.run_code(f"for i in range({lines}): print(i)", on_stdout=count)
+    elapsed = time.perf_counter() - started
+    assert received == lines, (received, lines)
+    return lines / elapsed
+
+
+def run_code_streaming(sbx: Sandbox, lines: int) -> Target:
+    async def measure() -> tuple[float, float]:
+        kernel = raw.RawKernel()
+        await kernel.start()
+        try:
+            ours, base = [], []
+            for _ in range(ROUNDS):
+                base.append(lines / await raw.kernel_print_lines(kernel, lines))
+                ours.append(_sdk_print_rate(sbx, lines))
+            return statistics.median(ours), statistics.median(base)
+        finally:
+            await kernel.stop()
+
+    ours, base = asyncio.run(measure())
+    return Target(f"run_code printing {lines:,} lines", f"{ours:,.0f} lines/s",
+                  f"{base:,.0f} lines/s", ">= 0.9x raw", ours >= 0.9 * base)
+
+
+def rich_outputs(sbx: Sandbox) -> list[Target]:
+    sbx.run_code("import pandas as pd, numpy as np\n"
+                 "df = pd.DataFrame(np.random.rand(2000, 20))\n"
+                 "import matplotlib.pyplot as plt")
+    frame = time_calls(lambda: sbx.run_code("df"), 10, warmup=2)
+    plot = time_calls(
+        lambda: sbx.run_code("plt.plot([1, 2, 3], [3, 1, 2]); plt.title('t'); plt.show()"),
+        10, warmup=2,
+    )
+    return [
+        Target("run_code returning a 2000x20 DataFrame", str(frame), "-", "-", None),
+        Target("run_code showing a plot (png + chart)", str(plot), "-", "-", None),
+    ]
+
+
+def concurrent_contexts(daemon: DaemonProcess, contexts: int, runs: int) -> Target:
+    async def ours_once(sbx: AsyncSandbox, made: list) -> float:
+        async def loop(context) -> None:
+            for _ in range(runs):
+                await sbx.run_code("x+=1; x", context=context)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop(c) for c in made))
+        return contexts * runs / (time.perf_counter() - started)
+
+    async def measure() -> tuple[float, float]:
+        sbx = await AsyncSandbox.create(**daemon.sdk_opts())
+        made = [await sbx.create_code_context() for _ in range(contexts)]
+        await asyncio.gather(*(sbx.run_code("x = 0", context=c) for c in made))
+        kernels = [raw.RawKernel() for _ in range(contexts)]
+        await asyncio.gather(*(k.start() for k in kernels))
+        await asyncio.gather(*(k.execute("x = 0") for k in kernels))
+        try:
+            ours, base = [], []
+            for _ in range(3):
+                base.append(await raw.kernels_concurrent(kernels, runs))
+                ours.append(await ours_once(sbx, made))
+            return statistics.median(ours), statistics.median(base)
+        finally:
+            await asyncio.gather(*(k.stop() for k in kernels))
+            for context in made:
+                await sbx.remove_code_context(context)
+
+    ours, base = asyncio.run(measure())
+    return Target(f"{contexts} contexts x {runs} run_code", f"{ours:,.0f} ops/s",
+                  f"{base:,.0f} ops/s", ">= 0.8x raw", ours >= 0.8 * base)
+
+
+def create_context(sbx: Sandbox, count: int) -> list[Target]:
+    warm, cold = [], []
+    for _ in range(count):
+        time.sleep(1.5)  # let the spare kernel come up
+        started = time.perf_counter()
+        context = sbx.create_code_context()
+        warm.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        second = sbx.create_code_context()  # the spare is gone: a cold start
+        cold.append((time.perf_counter() - started) * 1000)
+        sbx.remove_code_context(context)
+        sbx.remove_code_context(second)
+    warm_latency = Latency(warm)
+    return [
+        Target("create_code_context, warm spare", str(warm_latency), "-", "p50 <= 50 ms",
+               warm_latency.p50 <= 50),
+        Target("create_code_context, cold", str(Latency(cold)), "-", "-", None),
+    ]
+
+
+def commands(sbx: Sandbox, count: int) -> list[Target]:
+    ours = time_calls(lambda: sbx.commands.run("true"), count)
+    base = asyncio.run(raw.spawn_latency("true", count))
+    seq = time_calls(lambda: sbx.commands.run("seq 200000"), 5, warmup=1)
+    seq_base = asyncio.run(raw.spawn_latency("seq 200000", 5))
+    return [
+        Target("commands.run('true')", str(ours), str(base), "p50 <= 1.2x raw + 2 ms",
+               ours.p50 <= 1.2 * base.p50 + 2),
+        Target("commands.run('seq 200000')", f"p50 {seq.p50:.1f} ms",
+               f"p50 {seq_base.p50:.1f} ms", "-", None),
+    ]
+
+
+class RssSampler:
+    """Peak RSS of a process while a block runs, sampled from a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.before = self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+
+    def __enter__(self) -> "RssSampler":
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.before) / MB
+
+
+def _random_file(path: str, size: int) -> None:
+    chunk = os.urandom(1 << 20)
+    with open(path, "wb") as out:
+        written = 0
+        while written < size:
+            out.write(chunk[: min(len(chunk), size - written)])
+            written += min(len(chunk), size - written)
+
+
+def _transfer(sbx: Sandbox, local: str, remote: str, size: int) -> tuple[float, float]:
+    started = time.perf_counter()
+    with open(local, "rb") as source:
+        sbx.files.write(remote, source)
+    up = size / (time.perf_counter() - started) / MB
+    started = time.perf_counter()
+    received = 0
+    for chunk in sbx.files.read(remote, format="stream"):
+        received += len(chunk)
+    down = size / (time.perf_counter() - started) / MB
+    assert received == size, (received, size)
+    return up, down
+
+
+def _small_file_latency(sbx: Sandbox, remote: str, size: int, label: str) -> Target:
+    data = os.urandom(size)
+    write = time_calls(lambda: sbx.files.write(remote, data), 50)
+    read = time_calls(lambda: sbx.files.read(remote, format="bytes"), 50)
+    return Target(f"files write/read {label}", f"write p50 {write.p50:.2f} ms, read p50 "
+                  f"{read.p50:.2f} ms", "-", "-", None)
+
+
+def files(sbx: Sandbox, daemon: DaemonProcess, sizes: list[int]) -> list[Target]:
+    rows = []
+    workdir = tempfile.mkdtemp(prefix="envd-bench-")
+    for size in sizes:
+        local = os.path.join(workdir, f"src-{size}")
+        _random_file(local, size)
+        remote = os.path.join(workdir, f"dst-{size}")
+        with RssSampler(daemon.pid) as rss:
+            up, down = _transfer(sbx, local, remote, size)
+        raw_up, raw_down = asyncio.run(raw.loopback_http(size, os.path.join(workdir, "raw")))
+        copy = raw.disk_copy(local, size)
+        label = f"{size / MB:g} MB" if size >= MB else f"{size / 1000:g} KB"
+        if size < MB:
+            rows.append(_small_file_latency(sbx, remote, size, label))
+            continue
+        goal, met = "-", None
+        if size == 100 * MB:
+            goal, met = ">= 0.8x loopback", up >= 0.8 * raw_up and down >= 0.8 * raw_down
+        rows.append(Target(
+            f"files write/read {label}",
+            f"{up:,.0f} / {down:,.0f} MB/s",
+            f"loopback {raw_up:,.0f} / {raw_down:,.0f} MB/s, cp {copy:,.0f} MB/s",
+            goal, met,
+        ))
+        if size >= 1000 * MB:
+            rows.append(Target(f"daemon RSS growth during {label} transfer",
+                               f"{rss.growth_mb:.1f} MB", "-", "< 50 MB", rss.growth_mb < 50))
+        for path in (local, remote):
+            os.unlink(path)
+    shutil.rmtree(workdir)
+    return rows
+
+
+def listing_and_watch(daemon: DaemonProcess, sbx: Sandbox) -> list[Target]:
+    directory = tempfile.mkdtemp(prefix="envd-bench-list-")
+    for i in range(10_000):
+        open(os.path.join(directory, f"f{i:05d}"), "w").close()
+    listing = time_calls(lambda: sbx.files.list(directory), 5, warmup=1)
+    watch = asyncio.run(_watch_latency(daemon, directory, 20))
+    shutil.rmtree(directory)
+    return [
+        Target("files.list of 10,000 entries", f"p50 {listing.p50:.1f} ms", "-", "-", None),
+        Target("watch_dir event latency", str(watch), "-", "-", None),
+    ]
+
+
+async def _watch_latency(daemon: DaemonProcess, directory: str, count: int) -> Latency:
+    """From a local write to the SDK's on_event callback."""
+    sbx = await AsyncSandbox.create(**daemon.sdk_opts())
+    seen = asyncio.Event()
+    handle = await sbx.files.watch_dir(directory, on_event=lambda e: seen.set(), timeout=0)
+    samples = []
+    for i in range(count):
+        seen.clear()
+        started = time.perf_counter()
+        with open(os.path.join(directory, f"w{i}"), "w") as out:
+            out.write("x")
+        await asyncio.wait_for(seen.wait(), 5)
+        samples.append((time.perf_counter() - started) * 1000)
+        await asyncio.sleep(0.05)
+    await handle.stop()
+    return Latency(samples)
+
+
+def idle_rss() -> Target:
+    daemon = start_daemon(code_interpreter=False)
+    try:
+        time.sleep(1)
+        rss = psutil.Process(daemon.pid).memory_info().rss / MB
+    finally:
+        daemon.stop()
+    return Target("daemon RSS idle, no kernels", f"{rss:.1f} MB", "-", "< 60 MB", rss < 60)
+
+
+def resource_counts(daemon: DaemonProcess) -> tuple[int, int]:
+    """The daemon's fds and children, leaving out our own clients' pooled connections."""
+    process = psutil.Process(daemon.pid)
+    clients = sum(1 for c in process.net_connections() if c.laddr and c.laddr.port == daemon.port)
+    return process.num_fds() - clients, len(process.children(recursive=True))
