@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from e2b_code_interpreter import AsyncSandbox, Sandbox
 
@@ -28,6 +30,17 @@ def _daemon_stays_clean(request: pytest.FixtureRequest):
     new_log = process.log_text()[start:]
     assert "Traceback" not in new_log, new_log[-5000:]
     assert process.proc.poll() is None, "the daemon died"
+    assert _no_zombies_soon(process), f"zombie children of the daemon: {process.zombies()}"
+
+
+def _no_zombies_soon(process: DaemonProcess, timeout: float = 5.0) -> bool:
+    """A child that just exited is reaped within moments; one that stays is a bug."""
+    deadline = time.monotonic() + timeout
+    while process.zombies():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 @pytest.fixture
