@@ -145,11 +145,10 @@ def _install_image_hooks() -> None:
     from IPython.display import display
     from PIL import Image, ImageShow
 
-    def show_file(self: Any, path: str, **options: Any) -> int:
-        return 0  # refuse, so PIL falls through to its IPython viewer
-
-    ImageShow.UnixViewer.show_file = show_file
-    if not any(isinstance(v, ImageShow.IPythonViewer) for v in ImageShow._viewers):
+    # Only the IPython viewer: external ones (xdg-open, display, eog...) would
+    # start processes nobody sees, which linger as zombies under the kernel.
+    ImageShow._viewers[:] = [v for v in ImageShow._viewers if isinstance(v, ImageShow.IPythonViewer)]
+    if not ImageShow._viewers:
         ImageShow.register(ImageShow.IPythonViewer)
 
     original_save = Image.Image.save
