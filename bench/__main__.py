@@ -36,6 +36,7 @@ def main() -> None:
         rows.append(cases.concurrent_contexts(daemon, 8, 50))
         rows += cases.create_context(sbx, 5 if args.quick else 10)
         rows += cases.commands(sbx, samples // 2)
+        rows += cases.output_flood(sbx, daemon)
         rows += cases.files(sbx, daemon, sizes)
         rows += cases.listing_and_watch(daemon, sbx)
         time.sleep(3)  # let spare kernels settle

@@ -174,6 +174,31 @@ def commands(sbx: Sandbox, count: int) -> list[Target]:
     ]
 
 
+def output_flood(sbx: Sandbox, daemon: DaemonProcess) -> list[Target]:
+    """200 MB printed as fast as possible to a client that does not read it
+    (the sync SDK reads a background command only inside wait()):
+    the daemon's memory must stay flat and other requests must still answer."""
+    import urllib.request
+
+    handle = sbx.commands.run("head -c 200000000 /dev/zero | tr '\\0' x", background=True,
+                              timeout=0)
+    health = []
+    with RssSampler(daemon.pid) as rss:
+        for _ in range(40):
+            started = time.perf_counter()
+            urllib.request.urlopen(f"{daemon.url}/health", timeout=5).read()
+            health.append((time.perf_counter() - started) * 1000)
+            time.sleep(0.1)
+    handle.kill()
+    latency = Latency(health)
+    return [
+        Target("200 MB output, stalled reader: daemon RSS growth", f"{rss.growth_mb:.1f} MB",
+               "-", "bounded", rss.growth_mb < 50),
+        Target("200 MB output, stalled reader: /health meanwhile", str(latency), "-",
+               "< 1 s", max(health) < 1000),
+    ]
+
+
 class RssSampler:
     """Peak RSS of a process while a block runs, sampled from a thread."""
 
