@@ -219,10 +219,10 @@ class CodeInterpreter:
             await response.prepare(request)
             while True:
                 chunk, finished = await self._next_chunk(execution)
-                await response.write(chunk)
-                if finished:
+                if finished:  # the last lines and the final chunk in one send
+                    await response.write_eof(chunk)
                     break
-            await response.write_eof()
+                await response.write(chunk)
         except asyncio.CancelledError:
             execution.notify_client_gone()
             raise

@@ -175,8 +175,7 @@ class ConnectServer:
             error = ConnectError(Code.INTERNAL, str(exc))
         try:
             await prepare()
-            await response.write(_end_of_stream(error))
-            await response.write_eof()
+            await response.write_eof(_end_of_stream(error))  # one send with the final chunk
         except ConnectionError:
             pass
         return response
