@@ -385,6 +385,7 @@ class Registry:
         """Daemon exit: no kernel may outlive it (spec 9.3 #9), whatever shutdown managed."""
         for kernel in list(self._live):
             kernel.kill()
+            kernel.close_channels()
         self._live.clear()
 
     async def stop(self) -> None:

@@ -125,11 +125,7 @@ class Kernel:
         self.fail_all(CLOSED)
         for task in self._routers:
             task.cancel()
-        if self.kc is not None:
-            try:
-                self.kc.stop_channels()
-            except Exception:
-                log.debug("stop_channels failed", exc_info=True)
+        self.close_channels()
         if self.km is not None and self.km.has_kernel:
             try:
                 await asyncio.wait_for(self.km.shutdown_kernel(now=now), timeout=8)
@@ -137,6 +133,14 @@ class Kernel:
                 log.warning("kernel %s shutdown failed (%r), killing", self.kernel_id, exc)
                 self.kill()
         self._live.discard(self)
+
+    def close_channels(self) -> None:
+        """Close the client's sockets (a client left running warns when collected)."""
+        if self.kc is not None and self.kc.channels_running:
+            try:
+                self.kc.stop_channels()
+            except Exception:
+                log.debug("stop_channels failed", exc_info=True)
 
     def kill(self) -> None:
         """Last resort, also used when the daemon stops: SIGKILL the kernel's process group.
