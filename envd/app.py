@@ -63,9 +63,7 @@ class Daemon:
             ],
         )
         app.on_response_prepare.append(mw.add_cors_to_streams)
-        system = SystemRoutes(config)
-        routes = [r for r in system.routes() if r.path != "/health"]  # type: ignore[attr-defined]
-        app.add_routes(routes + self.connect.routes() + _extra_routes(config))
+        app.add_routes(SystemRoutes(config).routes() + self.connect.routes() + _extra_routes(config))
         if config.single_port and self.code_interpreter is not None:
             for middleware in self.code_interpreter.middlewares():
                 app.middlewares.append(mw.only_for(mw.CODE, middleware))

@@ -11,7 +11,7 @@ from aiohttp import web
 from envd.auth import TOKEN_EXEMPT, UNAUTHORIZED_MESSAGE, token_matches
 from envd.config import CODE_INTERPRETER_PORT, Config
 from envd.connect.errors import ConnectError
-from envd.connect.server import check_basic_user, connect_error_response
+from envd.connect.server import basic_user, unary_error
 from envd.http.errors import http_error
 
 log = logging.getLogger("envd.access")
@@ -155,9 +155,9 @@ def basic_user_check(is_rpc_path: Callable[[str], bool]) -> Middleware:
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not is_rpc_path(request.path):
             try:
-                check_basic_user(request.headers.get("Authorization"))
+                basic_user(request.headers.get("Authorization"))
             except ConnectError as exc:
-                return connect_error_response(exc)
+                return unary_error(exc)
         return await handler(request)
 
     return check

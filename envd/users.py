@@ -39,7 +39,7 @@ def lookup_user(name: str) -> User:
     """Look a user up in the system database; raises `UserError` if unknown."""
     try:
         entry = pwd.getpwnam(name)
-    except KeyError:
+    except (KeyError, ValueError):  # ValueError: a NUL in the name
         raise UserError(f"invalid username: '{name}'") from None
     return User(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, entry.pw_shell)
 
@@ -80,6 +80,8 @@ def resolve_path(path: str, user: User, default_workdir: str = "") -> str:
     Empty → default workdir; `~` → home; absolute paths are returned as given
     (upstream does not clean them); relative paths are joined onto the home.
     """
+    if "\0" in path:
+        raise PathError(f"invalid path '{path}': contains a NUL byte")
     if path == "" and default_workdir:
         path = default_workdir
     if path.startswith("~"):

@@ -12,6 +12,7 @@ import asyncio
 import enum
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_KEEPALIVE_SECONDS = 90.0
 STREAM_PREFIX = "application/connect+"
+_TIMEOUT_MS = re.compile(r"[0-9]{1,10}")  # ASCII digits only: str.isdigit() accepts "²"
 LARGE_MESSAGE_BYTES = 256 * 1024
 
 
@@ -119,7 +121,7 @@ class ConnectServer:
             headers=request.headers,
             timeout=_parse_timeout(request.headers.get("Connect-Timeout-Ms")),
             keepalive_interval=_parse_keepalive(request.headers.get("Keepalive-Ping-Interval")),
-            basic_user=_basic_user(request.headers.get("Authorization")),
+            basic_user=basic_user(request.headers.get("Authorization")),
             default_user=self._default_user,
         )
 
@@ -130,10 +132,10 @@ class ConnectServer:
             message = codec.decode(body, rpc.request_type)
             reply = await _with_deadline(rpc.handler(message, ctx), ctx.timeout)
         except ConnectError as exc:
-            return _unary_error(exc)
+            return unary_error(exc)
         except Exception as exc:
             log.exception("RPC %s failed", rpc.path)
-            return _unary_error(ConnectError(Code.INTERNAL, str(exc)))
+            return unary_error(ConnectError(Code.INTERNAL, str(exc)))
         return web.Response(
             body=await _encode(codec, reply), headers={"Content-Type": f"application/{codec.name}"}
         )
@@ -295,7 +297,7 @@ def _codec_for(content_type: str, streaming: bool) -> Codec | None:
 def _parse_timeout(value: str | None) -> float | None:
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 10:
+    if not _TIMEOUT_MS.fullmatch(value):
         raise ConnectError(Code.INVALID_ARGUMENT, f"protocol error: invalid timeout {value!r}")
     return int(value) / 1000
 
@@ -308,7 +310,7 @@ def _parse_keepalive(value: str | None) -> float:
     return max(seconds, 1.0)
 
 
-def _basic_user(header: str | None) -> User | None:
+def basic_user(header: str | None) -> User | None:
     """A present, well-formed Basic header must name an existing user (1.4)."""
     name = basic_auth_username(header)
     if name is None:
@@ -319,27 +321,18 @@ def _basic_user(header: str | None) -> User | None:
         raise ConnectError(Code.UNAUTHENTICATED, str(exc)) from None
 
 
-def check_basic_user(header: str | None) -> None:
-    """Validate the Basic header of a non-RPC request; raises ConnectError."""
-    _basic_user(header)
-
-
 def _end_of_stream(error: ConnectError | None) -> bytes:
     body = {} if error is None else {"error": error.to_json()}
     return envelope.encode(json.dumps(body).encode(), envelope.FLAG_END_STREAM)
 
 
-def _unary_error(error: ConnectError) -> web.Response:
+def unary_error(error: ConnectError) -> web.Response:
+    """The unary JSON error shape; plain HTTP routes that fail like an RPC use it too."""
     return web.Response(
         body=json.dumps(error.to_json()).encode(),
         status=error.code.http_status,
         headers={"Content-Type": "application/json"},
     )
-
-
-def connect_error_response(error: ConnectError) -> web.Response:
-    """The unary JSON error shape, for plain HTTP routes that fail like an RPC."""
-    return _unary_error(error)
 
 
 async def _method_not_allowed(request: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ from envd.config import Config
 from envd.users import UserError, lookup_user
 
 NO_STORE = {"Cache-Control": "no-store"}
+MAX_INIT_BYTES = 1024 * 1024
 
 
 def json_response(payload: Any) -> web.Response:
@@ -42,7 +43,6 @@ class SystemRoutes:
 
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.get("/health", health, allow_head=False),
             web.get("/envs", self.envs, allow_head=False),
             web.get("/metrics", self.metrics, allow_head=False),
             web.post("/init", self.init),
@@ -60,7 +60,12 @@ class SystemRoutes:
     async def init(self, request: web.Request) -> web.Response:
         headers = {**NO_STORE, "X-Envd-Version": ENVD_PROTOCOL_VERSION}
         try:
-            body = await request.read()
+            # /init skips the token gate: read no more than a configuration needs.
+            if (request.content_length or 0) > MAX_INIT_BYTES:
+                raise ValueError("body too large")
+            body = await request.content.read(MAX_INIT_BYTES + 1)
+            if len(body) > MAX_INIT_BYTES:
+                raise ValueError("body too large")
             fields = json.loads(body) if body.strip() else {}
             if not isinstance(fields, dict):
                 raise ValueError("request body must be a JSON object")
@@ -71,8 +76,11 @@ class SystemRoutes:
             if failure:
                 return web.Response(status=failure[0], text=failure[1], headers=headers)
             try:
-                if self._is_new(fields.get("timestamp")):
+                when = _parse_timestamp(fields.get("timestamp"))
+                if self._is_new(when):
+                    _validate(fields)  # all of it first: never half-apply
                     self._apply(fields)
+                    self._last_init = when or self._last_init
             except (ValueError, TypeError, UserError) as exc:
                 return web.Response(status=400, text=str(exc), headers=headers)
         return web.Response(status=204, headers=headers)
@@ -90,31 +98,35 @@ class SystemRoutes:
             return 401, "access token validation failed"
         return None
 
-    def _is_new(self, timestamp: Any) -> bool:
+    def _is_new(self, when: datetime | None) -> bool:
         """Replay guard: a request not newer than the last applied one changes nothing."""
-        if timestamp is None:
-            return True
-        when = datetime.fromisoformat(str(timestamp).replace("Z", "+00:00"))
-        if self._last_init is not None and when <= self._last_init:
-            return False
-        self._last_init = when
-        return True
+        return when is None or self._last_init is None or when > self._last_init
 
     def _apply(self, fields: dict[str, Any]) -> None:
-        envs = fields.get("envVars")
-        if envs is not None:
-            if not isinstance(envs, dict) or not all(
-                isinstance(v, str) for v in envs.values()
-            ):
-                raise ValueError("envVars must map strings to strings")
-            self.config.user_envs = dict(envs)
+        if fields.get("envVars") is not None:
+            self.config.user_envs = dict(fields["envVars"])
         if fields.get("accessToken"):
             self.config.access_token = fields["accessToken"]
         if fields.get("defaultUser"):
-            lookup_user(fields["defaultUser"])
             self.config.default_user = fields["defaultUser"]
         if fields.get("defaultWorkdir"):
             self.config.default_workdir = str(fields["defaultWorkdir"])
+
+
+def _parse_timestamp(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _validate(fields: dict[str, Any]) -> None:
+    envs = fields.get("envVars")
+    if envs is not None and (
+        not isinstance(envs, dict) or not all(isinstance(v, str) for v in envs.values())
+    ):
+        raise ValueError("envVars must map strings to strings")
+    if fields.get("defaultUser"):
+        lookup_user(str(fields["defaultUser"]))
 
 
 def _read_metrics() -> dict[str, Any]:

@@ -128,3 +128,19 @@ async def test_truncated_envelope_is_invalid_argument() -> None:
     with pytest.raises(ConnectError) as caught:
         [payload async for payload in read_envelopes(stream)]
     assert caught.value.code is Code.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("value", ["²", "12a", "", "12345678901", "-5", " 5"])
+def test_malformed_timeouts_are_invalid_argument(value: str) -> None:
+    from envd.connect.server import _parse_timeout
+
+    with pytest.raises(ConnectError) as caught:
+        _parse_timeout(value)
+    assert caught.value.code is Code.INVALID_ARGUMENT
+
+
+def test_timeouts_in_milliseconds() -> None:
+    from envd.connect.server import _parse_timeout
+
+    assert _parse_timeout("60000") == 60.0
+    assert _parse_timeout(None) is None

@@ -179,3 +179,36 @@ def test_orphans_are_reaped(daemon_factory) -> None:
     assert not psutil.pid_exists(orphan), "orphan left as a zombie"
     assert daemon.zombies() == []
     assert os.getpid() != orphan
+
+
+def test_nul_bytes_and_odd_headers_are_client_errors(daemon: DaemonProcess) -> None:
+    auth = {"Authorization": "Basic " + base64.b64encode(b"us\x00er:").decode()}
+    status, _, body = http(daemon, "/envs", headers=auth)
+    assert (status, json.loads(body)["code"]) == (401, "unauthenticated")
+    status, _, body = http(
+        daemon, "/filesystem.Filesystem/Stat", "POST", json.dumps({"path": "/tmp/a\u0000b"}).encode(),
+        {"Content-Type": "application/json"},
+    )
+    assert (status, json.loads(body)["code"]) == (400, "invalid_argument")
+    status, _, body = rpc(daemon, "/filesystem.Filesystem/Stat", {"Connect-Timeout-Ms": "²".encode().decode("latin-1")})
+    assert (status, json.loads(body)["code"]) == (400, "invalid_argument")
+    assert http(daemon, "/health")[0] == 204
+
+
+def test_init_validates_everything_before_applying(daemon_factory) -> None:
+    daemon = daemon_factory()
+    headers = {"Content-Type": "application/json"}
+    bad = {"envVars": {"HALF": "applied?"}, "defaultUser": "nosuchuser",
+           "timestamp": "2026-01-01T00:00:00Z"}
+    assert http(daemon, "/init", "POST", json.dumps(bad).encode(), headers)[0] == 400
+    assert "HALF" not in json.loads(http(daemon, "/envs")[2])
+    # The failed request did not consume its timestamp: a corrected retry applies.
+    good = {**bad, "defaultUser": "root"}
+    assert http(daemon, "/init", "POST", json.dumps(good).encode(), headers)[0] == 204
+    assert json.loads(http(daemon, "/envs")[2])["HALF"] == "applied?"
+    # A replay of the same timestamp changes nothing.
+    replay = {"envVars": {}, "timestamp": "2026-01-01T00:00:00Z"}
+    assert http(daemon, "/init", "POST", json.dumps(replay).encode(), headers)[0] == 204
+    assert json.loads(http(daemon, "/envs")[2])["HALF"] == "applied?"
+    huge = json.dumps({"envVars": {"X": "y" * (2 * 1024 * 1024)}}).encode()
+    assert http(daemon, "/init", "POST", huge, headers)[0] == 400
