@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,9 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
         return response
     except web.HTTPException as exc:
         status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away mid-request (nginx's convention)
         raise
     finally:
         log.info(
