@@ -8,15 +8,20 @@ wait, and the rules for that wait are what keep the daemon honest:
   waits for room, the pipe fills up and the process is slowed to the pace of
   its reader (upstream's back-pressure). Nothing is lost for a client that
   merely cannot keep up with `cat big.file`.
-* A subscriber that makes no progress at all for `stall_seconds` (a client
-  that stopped reading, a sync SDK background handle nobody iterates) is
-  declared lagging: its chunks are dropped - for it alone - until its buffer
-  has drained to half, so it can never stall the process or the other
-  subscribers for longer than that once per episode. Drops are logged.
+* The only subscriber is never dropped, however long it pauses: the process
+  waits for it (a sync SDK `commands.run(..., background=True)` whose
+  `wait()` comes much later still gets all of stdout). The same holds when
+  every subscriber is stalled: nobody is reading, so nobody is held up.
+* When another subscriber keeps reading, a subscriber that makes no progress
+  at all for `stall_seconds` is detached so it cannot stall the process and
+  the others: it stops receiving output, and its stream ends - after the
+  events it had already queued - with a Connect `data_loss` error instead of
+  the end event, so a client never mistakes a truncated output for a
+  complete one. Detaching is logged.
 * With nobody subscribed, chunks are discarded (no replay buffer).
 
 The end event is never dropped and never waits: it is appended past the
-bound, so every subscriber sees it after the data it did receive.
+bound, so every attached subscriber sees it after all the data.
 """
 
 from __future__ import annotations
@@ -25,13 +30,16 @@ import asyncio
 import collections
 import logging
 import time
+
+from envd.connect import Code, ConnectError
 from envd.proto.process_pb2 import ProcessEvent
 
 log = logging.getLogger(__name__)
 
 #: Bytes of output one subscriber may have queued before the reader waits.
 DEFAULT_CAPACITY = 1024 * 1024
-#: How long a subscriber may make no progress before it is dropped-to.
+#: How long a subscriber may make no progress, while another one keeps reading,
+#: before it is detached (its stream then ends with `data_loss`).
 DEFAULT_STALL_SECONDS = 5.0
 
 
@@ -51,8 +59,8 @@ class Subscription:
         self._delivered_end = False
         self._closed = False
         self.last_progress = time.monotonic()
-        self.lagging = False
-        self.dropped_bytes = 0
+        #: Set when this subscriber was detached for stalling; raised once its queue is empty.
+        self.failure: ConnectError | None = None
 
     # --- consumer side -------------------------------------------------------
 
@@ -68,6 +76,9 @@ class Subscription:
         if self._delivered_end:
             raise StopAsyncIteration
         while not self._events:
+            if self.failure is not None:
+                self._delivered_end = True
+                raise self.failure
             self._readable.clear()
             await self._readable.wait()
         event, size = self._events.popleft()
@@ -88,8 +99,6 @@ class Subscription:
         self._events.clear()
         self._buffered = 0
         self._room.set()
-        if self.dropped_bytes:
-            log.warning("%s: subscriber dropped %d bytes in total", self._label, self.dropped_bytes)
 
     # --- producer side (used by Broadcaster) ---------------------------------
 
@@ -108,35 +117,47 @@ class Subscription:
         # An empty buffer always takes a chunk, however large, so progress is possible.
         return self._buffered == 0 or self._buffered + size <= self._capacity
 
+    def _stalled(self, stall_seconds: float, now: float) -> bool:
+        """Data is waiting and the subscriber consumed nothing for the grace period."""
+        return bool(self._events) and now - self.last_progress >= stall_seconds
+
     async def _offer(self, event: ProcessEvent, size: int, stall_seconds: float) -> None:
-        """Queue the chunk, waiting while the subscriber makes progress; drop if it is stuck."""
-        if self.lagging:
-            if self._buffered > self._capacity // 2:
-                self.dropped_bytes += size
-                return
-            self.lagging = False
-            log.warning("%s: subscriber caught up, output resumes", self._label)
-        while not self._closed and not self._has_room(size):
-            idle = time.monotonic() - self.last_progress
-            if idle >= stall_seconds:
-                self.lagging = True
-                self.dropped_bytes += size
-                log.warning(
-                    "%s: subscriber made no progress for %.0fs; dropping its output",
-                    self._label,
-                    idle,
-                )
+        """Queue the chunk, waiting for room; detach if stalled while another keeps reading."""
+        while not self._closed and self.failure is None and not self._has_room(size):
+            now = time.monotonic()
+            idle = now - self.last_progress
+            if idle >= stall_seconds and self._owner._someone_else_reading(self, stall_seconds, now):
+                self._detach(idle)
                 return
             self._room.clear()
+            # Re-check at least every grace period: a reader may subscribe meanwhile.
+            timeout = stall_seconds - idle if idle < stall_seconds else stall_seconds
             try:
-                await asyncio.wait_for(self._room.wait(), stall_seconds - idle)
+                await asyncio.wait_for(self._room.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
-        if not self._closed:
+        if not self._closed and self.failure is None:
             self._append(event, size)
 
+    def _detach(self, idle: float) -> None:
+        log.warning(
+            "%s: subscriber made no progress for %.0fs while another kept reading; "
+            "detaching it, its stream ends with data_loss",
+            self._label,
+            idle,
+        )
+        self.failure = ConnectError(
+            Code.DATA_LOSS,
+            "process output dropped: this stream stopped reading for more than "
+            f"{idle:.0f}s while another stream of the same process kept reading, "
+            "so it was detached to avoid stalling the process; the output it received is incomplete",
+        )
+        self._owner._remove(self)
+        self._room.set()
+        self._readable.set()
+
     def _end(self, event: ProcessEvent) -> None:
-        if not self._ended and not self._closed:
+        if not self._ended and not self._closed and self.failure is None:
             self._ended = True
             self._append(event, 0)
 
@@ -180,6 +201,12 @@ class Broadcaster:
         subscribers, self._subscribers = self._subscribers, []
         for sub in subscribers:
             sub._end(event)
+
+    def _someone_else_reading(self, sub: Subscription, stall_seconds: float, now: float) -> bool:
+        """Whether another attached subscriber is not itself stalled."""
+        return any(
+            other is not sub and not other._stalled(stall_seconds, now) for other in self._subscribers
+        )
 
     def _remove(self, sub: Subscription) -> None:
         try:

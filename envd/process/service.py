@@ -186,9 +186,7 @@ class ProcessService:
         process = self.registry.find(request.process)
         signum = _SIGNALS.get(request.signal)
         if signum is None:
-            raise ConnectError(
-                Code.UNIMPLEMENTED, f"invalid signal: {pb.Signal.Name(request.signal)}"
-            )
+            raise ConnectError(Code.UNIMPLEMENTED, f"invalid signal: {_signal_name(request.signal)}")
         try:
             process.signal_group(signum)
         except OSError as exc:
@@ -241,6 +239,14 @@ async def _deliver(process: ManagedProcess, data: pb.ProcessInput) -> None:
             raise ConnectError(Code.UNIMPLEMENTED, "invalid input type <nil>")
     except InputError as exc:
         raise ConnectError(Code.INTERNAL, str(exc)) from None
+
+
+def _signal_name(value: int) -> str:
+    """The enum name, or the bare number for a value the enum does not define (as Go prints it)."""
+    try:
+        return pb.Signal.Name(value)
+    except ValueError:
+        return str(value)
 
 
 def _start(pid: int) -> pb.ProcessEvent:

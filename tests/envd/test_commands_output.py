@@ -1,4 +1,4 @@
-"""The output fan-out on its own: ordering, discard, back-pressure, stuck subscribers (spec 4.3)."""
+"""The output fan-out on its own: ordering, discard, back-pressure, detached stuck subscribers (spec 4.3)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from envd.connect import Code, ConnectError
 from envd.process.output import Broadcaster
 from envd.process.status import end_event
 from envd.proto.process_pb2 import ProcessEvent
@@ -54,17 +55,55 @@ async def test_without_subscribers_output_is_discarded() -> None:
     assert only.end.exit_code == 3
 
 
-async def test_stuck_subscriber_is_dropped_to_and_never_blocks_the_others() -> None:
+async def test_stuck_subscriber_is_detached_with_data_loss_and_never_blocks_the_others() -> None:
     broadcaster = Broadcaster("t", capacity=10, stall_seconds=0.2)
     reader = broadcaster.subscribe()
     stuck = broadcaster.subscribe()
     parts = [b"0123456789"] * 100
     published, received = await asyncio.gather(publish_all(broadcaster, parts), drain(reader))
     assert [e.data.stdout for e in received[:-1]] == parts
-    assert stuck.lagging and stuck.dropped_bytes >= 90 * 10
-    queued = await drain(stuck)
-    assert queued[-1].HasField("end")  # the end event is never dropped
+    assert received[-1].HasField("end")
+    assert stuck.failure is not None
+    # The events it had queued come first, then the stream fails: never a clean end after lost data.
+    queued = []
+    with pytest.raises(ConnectError) as caught:
+        async for event in stuck:
+            queued.append(event)
+    assert caught.value.code is Code.DATA_LOSS
+    assert "stopped reading" in caught.value.message and "another stream" in caught.value.message
+    assert queued and all(e.HasField("data") for e in queued)
     assert len(queued) < 10
+    with pytest.raises(StopAsyncIteration):
+        await stuck.__anext__()
+
+
+async def test_sole_stuck_subscriber_is_never_dropped() -> None:
+    """The only subscriber gets back-pressure, however long it pauses (spec 4.3)."""
+    broadcaster = Broadcaster("t", capacity=10, stall_seconds=0.1)
+    sub = broadcaster.subscribe()
+    parts = [bytes([i]) * 10 for i in range(20)]
+    publisher = asyncio.create_task(publish_all(broadcaster, parts))
+    await asyncio.sleep(0.5)  # five grace periods without reading
+    assert not publisher.done()  # the process waits for its reader
+    received = await drain(sub)
+    await publisher
+    assert [e.data.stdout for e in received[:-1]] == parts
+    assert received[-1].end.status == "exit status 0"
+    assert sub.failure is None
+
+
+async def test_all_subscribers_stuck_means_back_pressure_not_loss() -> None:
+    broadcaster = Broadcaster("t", capacity=10, stall_seconds=0.1)
+    first, second = broadcaster.subscribe(), broadcaster.subscribe()
+    parts = [bytes([i]) * 10 for i in range(20)]
+    publisher = asyncio.create_task(publish_all(broadcaster, parts))
+    await asyncio.sleep(0.5)
+    assert not publisher.done()
+    results = await asyncio.gather(drain(first), drain(second))
+    await publisher
+    for received in results:
+        assert [e.data.stdout for e in received[:-1]] == parts
+        assert received[-1].HasField("end")
 
 
 async def test_slow_but_steady_subscriber_loses_nothing() -> None:
@@ -73,7 +112,7 @@ async def test_slow_but_steady_subscriber_loses_nothing() -> None:
     parts = [bytes([i]) * 10 for i in range(30)]
     _, received = await asyncio.gather(publish_all(broadcaster, parts), drain(slow, delay=0.01))
     assert [e.data.stdout for e in received[:-1]] == parts
-    assert slow.dropped_bytes == 0
+    assert slow.failure is None
 
 
 async def test_idle_subscriber_is_not_mistaken_for_stuck() -> None:
@@ -83,7 +122,7 @@ async def test_idle_subscriber_is_not_mistaken_for_stuck() -> None:
     await asyncio.sleep(0.4)
     parts = [b"x" * 10] * 20
     _, received = await asyncio.gather(publish_all(broadcaster, parts), drain(sub, delay=0.01))
-    assert sub.dropped_bytes == 0
+    assert sub.failure is None
     assert len(received) == 21
 
 

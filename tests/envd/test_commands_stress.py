@@ -159,7 +159,8 @@ async def test_flood_with_slow_reader_keeps_memory_bounded(daemon_factory) -> No
 
 
 async def test_stuck_reader_does_not_stall_the_process(daemon_factory) -> None:
-    """A stream that stops reading is dropped-to after a grace period; other subscribers get everything."""
+    """A stream that stops reading while another keeps reading is detached after a grace
+    period and ends with `data_loss` (never a clean end after lost data); the other gets everything."""
     extra = daemon_factory()
     daemon_proc = psutil.Process(extra.pid)
     baseline = daemon_proc.memory_info().rss
@@ -183,6 +184,42 @@ async def test_stuck_reader_does_not_stall_the_process(daemon_factory) -> None:
                 watcher.response.close()
             assert received == 30_000_001  # the watcher subscribed before the output began
             peak = daemon_proc.memory_info().rss
+            # The stuck stream now gets what it had queued, then a data_loss error, no end event.
+            stuck_received = 0
+            while (message := await asyncio.wait_for(stuck.next(), 30)) is not None:
+                event = message["event"]
+                assert "end" not in event
+                if "data" in event:
+                    stuck_received += len(base64.b64decode(event["data"]["stdout"]))
+            assert stuck_received < 30_000_001
+            assert stuck.end["error"]["code"] == "data_loss"
+            assert "stopped reading" in stuck.end["error"]["message"]
         finally:
             stuck.response.close()
     assert peak - baseline < 100 * 1024 * 1024, f"daemon RSS grew by {(peak - baseline) >> 20} MiB"
+
+
+async def test_sole_subscriber_pausing_longer_than_the_grace_period_loses_nothing(daemon_factory) -> None:
+    """The only subscriber is never dropped: the process waits for it (spec 4.3)."""
+    extra = daemon_factory()
+    size = 40_000_000
+    async with aiohttp.ClientSession() as http:
+        started = await open_stream(
+            http, extra.url, "Start", {"process": {"cmd": "/bin/sh", "args": ["-c", f"head -c {size} /dev/zero"]}}
+        )
+        try:
+            assert "start" in (await started.next())["event"]
+            await asyncio.sleep(8)  # longer than the 5 s grace period
+            received = 0
+            ends = []
+            while (message := await asyncio.wait_for(started.next(), 60)) is not None:
+                event = message["event"]
+                if "data" in event:
+                    received += len(base64.b64decode(event["data"]["stdout"]))
+                if "end" in event:
+                    ends.append(event["end"])
+            assert received == size
+            assert [e["status"] for e in ends] == ["exit status 0"]
+            assert started.end == {}
+        finally:
+            started.response.close()

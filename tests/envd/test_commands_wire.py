@@ -113,6 +113,11 @@ async def test_missing_selector_and_input_are_unimplemented(daemon, http) -> Non
             http, daemon.url, "SendSignal", {"process": {"pid": pid}, "signal": "SIGNAL_UNSPECIFIED"}
         )
         assert (status, reply) == (501, {"code": "unimplemented", "message": "invalid signal: SIGNAL_UNSPECIFIED"})
+        # A number the enum does not define is named by its number, not an internal error.
+        status, reply = await unary(http, daemon.url, "SendSignal", {"process": {"pid": pid}, "signal": 3})
+        assert (status, reply) == (501, {"code": "unimplemented", "message": "invalid signal: 3"})
+        status, reply = await unary(http, daemon.url, "SendSignal", {"process": {"pid": pid}, "signal": 1234})
+        assert (status, reply) == (501, {"code": "unimplemented", "message": "invalid signal: 1234"})
         status, reply = await unary(
             http, daemon.url, "Update", {"process": {"pid": pid}, "pty": {"size": {"cols": 1, "rows": 1}}}
         )
