@@ -100,21 +100,3 @@ def resolve_path(path: str, user: User, default_workdir: str = "") -> str:
 def chown_to(path: str, user: User) -> None:
     """Give `path` to the user, without following a final symlink."""
     os.lchown(path, user.uid, user.gid)
-
-
-def make_dirs_for(path: str, user: User) -> None:
-    """`mkdir -p` that hands every directory it creates to `user`."""
-    missing: list[str] = []
-    current = path
-    while current and not os.path.lexists(current):
-        missing.append(current)
-        parent = posixpath.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, 0o755)
-        except FileExistsError:
-            continue
-        chown_to(directory, user)

@@ -65,12 +65,30 @@ def file_type(mode: int) -> int:
     return FileType.FILE_TYPE_UNSPECIFIED
 
 
+def printable(text: str) -> str:
+    """`text` as valid UTF-8 for a protobuf string field.
+
+    File names are bytes; Python decodes the undecodable ones with
+    surrogateescape, which protobuf refuses. Such bytes become U+FFFD, as
+    Go's JSON encoder shows them upstream.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that did not come from a file name
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def build_entry(path: str) -> EntryInfo:
     """EntryInfo of `path` itself (lstat). Raises FileNotFoundError or another OSError."""
     st = os.lstat(path)
     entry = EntryInfo(
-        name=posixpath.basename(path.rstrip("/")) or "/",
-        path=path,
+        name=printable(posixpath.basename(path.rstrip("/")) or "/"),
+        path=printable(path),
         size=st.st_size,
         permissions=go_mode_string(st.st_mode),
         owner=_user_name(st.st_uid),
@@ -96,9 +114,9 @@ def _describe_symlink(entry: EntryInfo, path: str) -> None:
         st = os.stat(target)
     except (OSError, RuntimeError, ValueError):
         # Dangling or looping: upstream reports the link itself, type unknown.
-        entry.symlink_target = path
+        entry.symlink_target = printable(path)
     else:
-        entry.symlink_target = target
+        entry.symlink_target = printable(target)
         entry.type = file_type(st.st_mode)
         entry.mode = stat.S_IMODE(st.st_mode) & 0o777
     if os.environ.get(SYMLINK_FLAG_ENV, "").lower() in ("1", "true", "yes"):

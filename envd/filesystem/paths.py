@@ -13,7 +13,7 @@ import shutil
 import stat
 from collections.abc import Iterator
 
-from envd.users import User, make_dirs_for
+from envd.users import User, chown_to
 
 
 class NotADirectoryComponent(OSError):
@@ -28,13 +28,39 @@ class NotADirectoryComponent(OSError):
 
 
 def ensure_dir(path: str, user: User) -> None:
-    """`mkdir -p path` (0755, umask applies), each created directory owned by `user`."""
+    """`mkdir -p path` (0755, umask applies), each created directory owned by `user`.
+
+    Spec 3.4 MakeDir step 3: every component that was missing is created and
+    chowned to the user - also when a concurrent creator won the race (EEXIST),
+    so the result does not depend on who was first. Components that existed
+    before are left untouched.
+    """
     try:
-        make_dirs_for(path, user)
+        for directory in _missing_components(path):
+            try:
+                os.mkdir(directory, 0o755)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(directory).st_mode):
+                    raise
+            chown_to(directory, user)
     except (NotADirectoryError, FileExistsError):
         raise NotADirectoryComponent(_first_non_directory(path) or path) from None
     if not os.path.isdir(path):
         raise NotADirectoryComponent(_first_non_directory(path) or path)
+
+
+def _missing_components(path: str) -> list[str]:
+    """The components of `path` that do not exist yet, from the root down."""
+    missing: list[str] = []
+    current = path
+    while current and not os.path.lexists(current):
+        missing.append(current)
+        parent = posixpath.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    missing.reverse()
+    return missing
 
 
 def _first_non_directory(path: str) -> str | None:

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 from envd.config import Config
 from envd.connect import Code, ConnectError, Kind, Rpc, RpcContext
-from envd.filesystem.entry import build_entry
+from envd.filesystem.entry import build_entry, printable
 from envd.filesystem.paths import NotADirectoryComponent, ensure_dir, remove_tree, walk_sorted
 from envd.filesystem.watch import NETWORK_FILESYSTEMS, DirWatcher, EventSink, filesystem_type
 from envd.filesystem.watchers import EventStream, PolledWatcher, WatcherRegistry
@@ -155,7 +155,7 @@ class FilesystemService:
         """Stream events until the client leaves, the deadline hits or we stop."""
         path = self._watch_target(request, ctx.user())
         stream = EventStream()
-        watcher = _start_watcher(path, request, stream)
+        watcher = await _start_watcher(path, request, stream)
         self._streams.add(stream)
         try:
             yield pb.WatchDirResponse(start=pb.WatchDirResponse.StartEvent())
@@ -170,7 +170,7 @@ class FilesystemService:
     ) -> pb.CreateWatcherResponse:
         path = self._watch_target(request, ctx.user())
         polled = PolledWatcher()
-        polled.watcher = _start_watcher(path, request, polled)
+        polled.watcher = await _start_watcher(path, request, polled)
         self._watchers.add(polled)
         return pb.CreateWatcherResponse(watcher_id=polled.id)
 
@@ -259,7 +259,8 @@ def _list_dir(requested: str, depth: int) -> list[pb.EntryInfo]:
                 entry = build_entry(posixpath.join(target, relative))
             except FileNotFoundError:
                 continue  # vanished between listing and lstat
-            entry.path = posixpath.join(requested, relative)
+            # Cleaned like Go's filepath.Join: `/home/user/./d` lists `/home/user/d/...`.
+            entry.path = printable(posixpath.normpath(posixpath.join(requested, relative)))
             entries.append(entry)
     except OSError as exc:
         raise ConnectError(Code.INTERNAL, f"error reading directory {target}: {exc}") from None
@@ -279,12 +280,12 @@ def _refuse_network_mount(path: str) -> None:
         )
 
 
-def _start_watcher(
+async def _start_watcher(
     path: str, request: pb.WatchDirRequest | pb.CreateWatcherRequest, sink: EventSink
 ) -> DirWatcher:
     watcher = DirWatcher(path, request.recursive, request.include_entry, sink)
     try:
-        watcher.start()
+        await watcher.start()
     except OSError as exc:
         raise ConnectError(
             Code.INTERNAL, f"error adding path {path} to watcher: {exc}"

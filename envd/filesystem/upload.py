@@ -74,12 +74,31 @@ class FileUpload:
         existed = self._check_target()
         if existed:
             self._chown(lambda: os.chown(self.path, self.user.uid, self.user.gid))
+        # O_TRUNC is a no-op on a FIFO or device, so it is safe before the type check.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NONBLOCK
         try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+            # O_NONBLOCK: opening a FIFO (swapped in after the check) must never block.
+            fd = os.open(self.path, flags, 0o666)
         except OSError as exc:
             if exc.errno in _NO_SPACE:
                 raise TransferError(507, f"not enough inodes available: {exc}") from None
+            if exc.errno == errno.ENXIO:  # a FIFO without a reader
+                raise TransferError(400, _not_regular(self.path, stat.S_IFIFO)) from None
             raise TransferError(500, f"error opening file: {exc}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise TransferError(400, _not_regular(self.path, st.st_mode))
+            os.set_blocking(fd, True)
+        except TransferError:
+            os.close(fd)  # not ours to remove: abort() must not unlink it
+            raise
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in _NO_SPACE:
+                raise TransferError(507, f"not enough disk space available: {exc}") from None
+            raise TransferError(500, f"error opening file: {exc}") from None
+        self._fd = fd
         if not existed:
             fd = self._fd
             try:
@@ -98,6 +117,8 @@ class FileUpload:
             raise TransferError(500, f"error getting file info: {exc}") from None
         if stat.S_ISDIR(st.st_mode):
             raise TransferError(400, f"path is a directory: {self.path}")
+        if not stat.S_ISREG(st.st_mode):
+            raise TransferError(400, _not_regular(self.path, st.st_mode))
         return True
 
     def _chown(self, change: Callable[[], None]) -> None:
@@ -161,6 +182,17 @@ class FileUpload:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+
+
+def _not_regular(path: str, mode: int) -> str:
+    kind = (
+        "named pipe" if stat.S_ISFIFO(mode)
+        else "socket" if stat.S_ISSOCK(mode)
+        else "character device" if stat.S_ISCHR(mode)
+        else "block device" if stat.S_ISBLK(mode)
+        else "special file"
+    )
+    return f"path is not a regular file (it is a {kind}): {path}"
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -10,22 +10,30 @@ needs to include events caused by requests that already completed.
 
 Every kernel event is translated inside one synchronous step (`drain`), run
 either by the event loop's reader callback or on demand; so new
-subdirectories are watched before any later request is served.
+subdirectories are watched before any later request is served. One event that
+cannot be translated is logged and skipped; it never ends the watch.
+
+The initial walk of a recursive watch runs in a thread (a big tree would
+otherwise hold up every other request); the reader is attached only after it.
+Watches are kept by descriptor, so forgetting a moved tree is linear in its size.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import os
 import posixpath
 from collections import OrderedDict
 from typing import Protocol
 
-from asyncinotify import Event, Inotify, Mask
+from asyncinotify import Event, Inotify, Mask, Watch
 
-from envd.filesystem.entry import build_entry
+from envd.filesystem.entry import build_entry, printable
 from envd.proto.filesystem_pb2 import EventType, FilesystemEvent
+
+log = logging.getLogger(__name__)
 
 WATCH_MASK = (
     Mask.CREATE | Mask.MODIFY | Mask.DELETE | Mask.DELETE_SELF
@@ -100,20 +108,33 @@ class DirWatcher:
         self._sink = sink
         self._inotify: Inotify | None = None
         self._dirs: dict[int, str] = {}  # watch descriptor → absolute directory path
+        self._watches: dict[int, Watch] = {}  # watch descriptor → its asyncinotify Watch
         self._root_wd = -1
         self._moves: OrderedDict[int, str] = OrderedDict()  # cookie → old dir path
         self._reading = False
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Watch the root (and its subdirectories); raises OSError if the root fails."""
         inotify = Inotify(cache_size=_READ_BATCH_EVENTS)
         inotify.sync_timeout = 0  # sync_get: poll, never block
         self._inotify = inotify
         try:
-            self._root_wd = inotify.add_watch(self.root, WATCH_MASK).wd
-            self._dirs[self._root_wd] = self.root
+            watch = inotify.add_watch(self.root, WATCH_MASK)
+            self._root_wd = watch.wd
+            self._dirs[watch.wd] = self.root
+            self._watches[watch.wd] = watch
             if self.recursive:
-                self._watch_tree(self.root, synthetic=False, strict=True)
+                # Nothing else touches this watcher until the reader is attached.
+                walk = asyncio.get_running_loop().run_in_executor(
+                    None, self._watch_tree, self.root, False, True
+                )
+                try:
+                    await asyncio.shield(walk)
+                except asyncio.CancelledError:
+                    await asyncio.wait([walk])  # never close the fd under the thread
+                    raise
+            if self._inotify is None:
+                raise OSError(f"watcher of {self.root} closed while starting")
             asyncio.get_running_loop().add_reader(inotify.fd, self.drain)
         except BaseException:
             self.close()
@@ -130,6 +151,7 @@ class DirWatcher:
             pass
         inotify.close()
         self._dirs.clear()
+        self._watches.clear()
 
     def drain(self) -> None:
         """Translate everything the kernel has queued, without blocking."""
@@ -145,7 +167,10 @@ class DirWatcher:
                     return
                 if event is None:
                     return
-                self._handle(event)
+                try:
+                    self._handle(event)
+                except Exception:  # one odd event must not end the watch
+                    log.exception("watch of %s: skipped an event it could not handle", self.root)
         finally:
             self._reading = False
 
@@ -163,10 +188,13 @@ class DirWatcher:
             return
         if mask & Mask.IGNORED:
             self._dirs.pop(watch.wd, None)
+            self._watches.pop(watch.wd, None)
             return
         directory = self._dirs.get(watch.wd)
         if directory is None:
             return
+        # Names are kept as the kernel gave them (undecodable bytes as surrogates)
+        # so the path still works with os calls; `_emit` makes the name printable.
         path = posixpath.join(directory, str(event.name)) if event.name else directory
         if mask & (Mask.DELETE_SELF | Mask.MOVE_SELF) and not self._handle_self(watch.wd, path, mask):
             return
@@ -233,10 +261,11 @@ class DirWatcher:
         if self._inotify is None:
             return False
         try:
-            wd = self._inotify.add_watch(path, WATCH_MASK | SUBDIR_FLAGS).wd
-        except OSError:
+            watch = self._inotify.add_watch(path, WATCH_MASK | SUBDIR_FLAGS)
+        except (OSError, ValueError):  # ValueError: closed meanwhile
             return False
-        self._dirs[wd] = path
+        self._dirs[watch.wd] = path
+        self._watches[watch.wd] = watch
         return True
 
     def _rewrite(self, old: str, new: str) -> bool:
@@ -251,21 +280,19 @@ class DirWatcher:
         return found
 
     def _forget_tree(self, top: str) -> None:
+        """Drop the watches of `top` and below: one pass, each watch found by descriptor."""
         assert self._inotify is not None
-        for wd, path in list(self._dirs.items()):
-            if path == top or path.startswith(top.rstrip("/") + "/"):
-                del self._dirs[wd]
-                try:
-                    self._inotify.rm_watch(self._inotify_watch(wd))
-                except (OSError, KeyError):
-                    pass
-
-    def _inotify_watch(self, wd: int):  # type: ignore[no-untyped-def]
-        assert self._inotify is not None
-        for watch in self._inotify.watches:
-            if watch.wd == wd:
-                return watch
-        raise KeyError(wd)
+        prefix = top.rstrip("/") + "/"
+        doomed = [wd for wd, path in self._dirs.items() if path == top or path.startswith(prefix)]
+        for wd in doomed:
+            del self._dirs[wd]
+            watch = self._watches.pop(wd, None)
+            if watch is None:
+                continue
+            try:
+                self._inotify.rm_watch(watch)
+            except OSError:
+                pass
 
     def _relative(self, path: str) -> str:
         """Event name: the path relative to the watched root, `.` for the root."""
@@ -274,7 +301,7 @@ class DirWatcher:
         return path[len(self.root.rstrip("/")) + 1:]
 
     def _emit(self, name: str, kind: int, path: str) -> None:
-        event = FilesystemEvent(name=name, type=kind)
+        event = FilesystemEvent(name=printable(name), type=kind)
         if self.include_entry and kind in _WITH_ENTRY:
             try:
                 event.entry.CopyFrom(build_entry(path))

@@ -7,7 +7,7 @@ thread chunk by chunk, so memory stays flat whatever the file size.
 from __future__ import annotations
 
 import asyncio
-
+import logging
 import mimetypes
 import os
 import posixpath
@@ -27,6 +27,8 @@ from envd.filesystem.metadata import MetadataError, metadata_from_headers
 from envd.filesystem.upload import FileUpload, TransferError, run_blocking
 from envd.http.errors import http_error
 from envd.users import PathError, User, UserError, lookup_user, resolve_path
+
+log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 256 * 1024
 GZIP_LEVEL = 6
@@ -51,9 +53,9 @@ class FileRoutes:
             self._authorize(request, "read")
             user = self._user(request)
             path = self._resolve(request.query.get("path", ""), user)
-            size, mtime = _regular_file(path)
+            _regular_file(path)
             gzip = _negotiate(request)
-            fd = _open_for_reading(path)
+            fd, size, mtime = _open_for_reading(path)
         except TransferError as exc:
             return http_error(exc.status, exc.message)
         except _PlainBadRequest as exc:
@@ -322,14 +324,55 @@ def _regular_file(path: str) -> tuple[int, float]:
         raise TransferError(500, f"error checking if path exists '{path}': {exc}") from None
     if stat.S_ISDIR(st.st_mode):
         raise TransferError(400, f"path '{path}' is a directory")
+    _require_regular(path, st)
     return st.st_size, st.st_mtime
 
 
-def _open_for_reading(path: str) -> int:
+def _require_regular(path: str, st: os.stat_result) -> None:
+    """Only regular files are served: reading a FIFO or a device could block forever."""
+    if not stat.S_ISREG(st.st_mode):
+        raise TransferError(
+            400, f"path '{path}' is not a regular file (it is a {_file_kind(st.st_mode)})"
+        )
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "named pipe"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    return "special file"
+
+
+def _open_for_reading(path: str) -> tuple[int, int, float]:
+    """Open without ever blocking (a FIFO swapped in after the stat would), check the
+    opened file is regular, then make the descriptor blocking for the reader threads.
+    Returns the fd with the size and mtime of what was actually opened."""
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise TransferError(404, f"path '{path}' does not exist") from None
     except OSError as exc:
         raise TransferError(500, f"error opening file '{path}': {exc}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise TransferError(400, f"path '{path}' is a directory")
+        _require_regular(path, st)
+        os.set_blocking(fd, True)
+    except TransferError:
+        os.close(fd)
+        raise
+    except OSError as exc:
+        os.close(fd)
+        raise TransferError(500, f"error opening file '{path}': {exc}") from None
+    return fd, st.st_size, st.st_mtime
 
 
 def _negotiate(request: web.Request) -> bool:
@@ -426,7 +469,11 @@ async def _stream_plain(
     request: web.Request, response: web.StreamResponse, fd: int, start: int, end: int
 ) -> None:
     """The file straight from the page cache to the socket (sendfile), as aiohttp's
-    FileResponse does; chunked reads where sendfile is not available."""
+    FileResponse does; chunked reads where sendfile is not available.
+
+    Content-Length was promised from the stat; if the file shrank meanwhile and
+    fewer bytes went out, the connection is closed, so the client sees a
+    truncated body as an error instead of waiting forever for the rest."""
     try:
         transport = request.transport
         if transport is None:
@@ -436,15 +483,27 @@ async def _stream_plain(
             return
         with open(fd, "rb", closefd=False) as file:
             try:
-                await asyncio.get_running_loop().sendfile(transport, file, start, end - start)
+                sent = await asyncio.get_running_loop().sendfile(transport, file, start, end - start)
             except NotImplementedError:
-                await _copy_chunks(response, fd, start, end)
+                sent = await _copy_chunks(response, fd, start, end)
+        if sent < end - start:
+            log.warning(
+                "download of %s: file shrank during the transfer, sent %d of %d bytes; "
+                "closing the connection",
+                request.query.get("path", "?"),
+                sent,
+                end - start,
+            )
+            response.force_close()
+            transport.close()
+            return
         await response.write_eof()
     except ConnectionError:
         pass  # a streaming reader may hang up after the first chunk (spec 5.6)
 
 
-async def _copy_chunks(response: web.StreamResponse, fd: int, start: int, end: int) -> None:
+async def _copy_chunks(response: web.StreamResponse, fd: int, start: int, end: int) -> int:
+    """Bytes sent; fewer than `end - start` if the file shrank meanwhile."""
     offset = start
     while offset < end:
         chunk = await run_blocking(os.pread, fd, min(CHUNK_BYTES, end - offset), offset)
@@ -452,6 +511,7 @@ async def _copy_chunks(response: web.StreamResponse, fd: int, start: int, end: i
             break  # the file shrank meanwhile
         await response.write(chunk)
         offset += len(chunk)
+    return offset - start
 
 
 async def _stream_gzip(response: web.StreamResponse, fd: int) -> None:

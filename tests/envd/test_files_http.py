@@ -9,7 +9,9 @@ import os
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 import uuid
 
 import pytest
@@ -330,3 +332,60 @@ def test_signature_failures(daemon_factory, home_dir) -> None:
     assert http(good)[0::2] == (200, b"s")
     status, _, _ = http(f"{secured.url}/filesystem.Filesystem/Stat", "POST", b"{}", {"Content-Type": "application/json"})
     assert status == 401  # RPCs need the header token
+
+
+def test_fifo_is_refused_without_blocking_the_daemon(daemon, home_dir) -> None:
+    """Reading or writing a named pipe would block forever: 400, and the daemon keeps serving."""
+    fifo = f"{home_dir}/pipe"
+    os.mkfifo(fifo)
+    try:
+        for method, body, headers in (
+            ("GET", None, {}),
+            ("POST", b"data", {"Content-Type": "application/octet-stream"}),
+        ):
+            request = urllib.request.Request(
+                files_url(daemon, path=fifo), data=body, method=method, headers=headers
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    status, raw = response.status, response.read()
+            except urllib.error.HTTPError as exc:
+                status, raw = exc.code, exc.read()
+            assert status == 400, (method, raw)
+            reply = error_body(raw)
+            assert reply["code"] == 400 and "not a regular file" in reply["message"], reply
+            assert fifo in reply["message"]
+            started = time.monotonic()
+            assert http(f"{daemon.url}/health")[0] == 204
+            assert time.monotonic() - started < 2
+        assert os.path.exists(fifo) and not os.path.isfile(fifo)  # left as it was
+    finally:
+        # Unblock a daemon stuck in open(2) on the pipe (O_RDWR never blocks on Linux).
+        fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+        os.close(fd)
+
+
+def test_download_of_a_file_that_shrinks_midway_fails_instead_of_hanging(daemon, home_dir) -> None:
+    """Content-Length comes from the stat; a short body must end the connection."""
+    from http.client import HTTPConnection, IncompleteRead
+
+    path = f"{home_dir}/shrinks.bin"
+    size = 256 * 1024 * 1024
+    with open(path, "wb") as file:
+        file.truncate(size)  # sparse: costs no disk
+    parsed = urllib.parse.urlsplit(daemon.url)
+    connection = HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+    try:
+        connection.request("GET", "/files?" + urllib.parse.urlencode({"path": path}))
+        response = connection.getresponse()
+        assert response.status == 200 and response.getheader("Content-Length") == str(size)
+        assert len(response.read(1024 * 1024)) == 1024 * 1024
+        os.truncate(path, 0)  # the daemon is blocked on a full socket meanwhile
+        started = time.monotonic()
+        with pytest.raises(IncompleteRead) as caught:
+            response.read()  # the rest: the body ends short, an error, no hang
+        assert len(caught.value.partial) < size - 1024 * 1024
+        assert time.monotonic() - started < 10
+    finally:
+        connection.close()
+    assert http(f"{daemon.url}/health")[0] == 204

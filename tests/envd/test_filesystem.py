@@ -279,3 +279,45 @@ def test_empty_remove_path_is_refused(daemon, home_dir) -> None:
     status, body = unary(daemon, "Remove", {"path": ""}, auth)
     assert (status, body["code"]) == (400, "invalid_argument")
     assert os.path.isdir("/home/user")
+
+
+def test_list_with_an_undecodable_file_name(sandbox, home_dir) -> None:
+    """One file name that is not UTF-8 must not break the listing (shown with U+FFFD)."""
+    sandbox.files.write(rel(home_dir, "d/ok.txt"), "x")
+    with open(os.path.join(os.fsencode(home_dir), b"d", b"bad\xff"), "w"):
+        pass
+    entries = sandbox.files.list(rel(home_dir, "d"))
+    assert sorted((e.name, e.path) for e in entries) == [
+        ("bad\ufffd", f"{home_dir}/d/bad\ufffd"), ("ok.txt", f"{home_dir}/d/ok.txt")
+    ]
+    assert sandbox.files.list(home_dir, depth=2)  # deeper listings too
+
+
+def test_list_paths_are_cleaned(sandbox, home_dir) -> None:
+    """Entry paths are joined like Go's filepath.Join: no `/./`, no `//`, no `..`."""
+    sandbox.files.write(rel(home_dir, "d/sub/f.txt"), "x")
+    for requested in (f"{home_dir}/./d", f"{home_dir}/d/", f"{home_dir}/d/sub/../"):
+        entries = sandbox.files.list(requested, depth=2)
+        assert [e.path for e in entries] == [f"{home_dir}/d/sub", f"{home_dir}/d/sub/f.txt"], requested
+
+
+def test_ensure_dir_chowns_after_a_concurrent_create(monkeypatch, home_dir) -> None:
+    """Spec 3.4 MakeDir step 3: a component lost to a concurrent mkdir (EEXIST) is chowned too."""
+    from envd.filesystem import paths
+    from envd.users import lookup_user
+
+    user = lookup_user("user")
+    real_mkdir = os.mkdir
+    target = f"{home_dir}/raced/inner"
+
+    def racing_mkdir(path, mode=0o777):
+        if path == f"{home_dir}/raced":
+            real_mkdir(path, mode)  # another creator wins: owned by root
+            raise FileExistsError(17, "File exists", path)
+        real_mkdir(path, mode)
+
+    monkeypatch.setattr(paths.os, "mkdir", racing_mkdir)
+    paths.ensure_dir(target, user)
+    for path in (f"{home_dir}/raced", target):
+        st = os.stat(path)
+        assert (st.st_uid, st.st_gid) == (user.uid, user.gid), path

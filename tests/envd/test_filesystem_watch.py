@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import time
 
 import aiohttp
 import psutil
@@ -326,3 +327,95 @@ async def test_raw_stream_events_and_keepalives(daemon, home_dir) -> None:
         assert event["entry"]["type"] == "FILE_TYPE_DIRECTORY"
         assert event["entry"]["path"] == f"{home_dir}/made"
         assert await read_envelope(response) == (0, {"keepalive": {}})  # silence → keep-alive
+
+
+# -- big trees and odd names ---------------------------------------------------------
+
+
+class HealthProbe:
+    """Polls /health in a thread; `worst` is the slowest answer seen."""
+
+    def __init__(self, url: str) -> None:
+        import threading
+
+        from tests.wire import http
+
+        self.worst = 0.0
+        self._stop = threading.Event()
+
+        def run() -> None:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                http(f"{url}/health")
+                self.worst = max(self.worst, time.monotonic() - started)
+                time.sleep(0.01)
+
+        self._thread = threading.Thread(target=run, daemon=True)
+
+    def __enter__(self) -> "HealthProbe":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(35)
+
+
+def test_recursive_watch_of_a_big_tree_keeps_the_daemon_responsive(daemon, sandbox, home_dir) -> None:
+    """Setting up and tearing down ~10,000 watches never holds up other requests.
+
+    (With teardown quadratic in the number of watches this took ~5 s; linear, ~0.1 s.)
+    """
+    tree = f"{home_dir}/tree"
+    for i in range(100):
+        for j in range(100):
+            os.makedirs(f"{tree}/d{i:02}/e{j:02}")
+    with HealthProbe(daemon.url) as probe:
+        handle = sandbox.files.watch_dir(tree, recursive=True)
+        try:
+            os.rename(tree, f"{home_dir}/moved")  # forgets every watch of the tree
+            deadline = time.monotonic() + 20
+            events = []
+            while (".", T.RENAME) not in kinds(events) and time.monotonic() < deadline:
+                events += handle.get_new_events()
+            assert (".", T.RENAME) in kinds(events)
+            time.sleep(0.3)
+        finally:
+            handle.stop()
+    assert probe.worst < 2, f"/health took {probe.worst:.2f}s"
+
+
+def test_undecodable_file_name_in_events(sandbox, home_dir) -> None:
+    """A name that is not UTF-8 is reported (with U+FFFD) and never ends the watch."""
+    handle = sandbox.files.watch_dir(home_dir, include_entry=True)
+    try:
+        with open(os.path.join(os.fsencode(home_dir), b"bad\xff"), "w"):
+            pass
+        with open(f"{home_dir}/good", "w"):
+            pass
+        events = handle.get_new_events()
+        assert ("bad\ufffd", T.CREATE) in kinds(events)
+        assert ("good", T.CREATE) in kinds(events)
+        with open(f"{home_dir}/later", "w"):
+            pass
+        assert ("later", T.CREATE) in kinds(handle.get_new_events())
+    finally:
+        handle.stop()
+
+
+async def test_undecodable_file_name_in_a_streamed_watch(async_sandbox, home_dir) -> None:
+    received = []
+    handle = await async_sandbox.files.watch_dir(home_dir, on_event=received.append, include_entry=True)
+    try:
+        with open(os.path.join(os.fsencode(home_dir), b"bad\xff"), "w"):
+            pass
+        with open(f"{home_dir}/after", "w"):
+            pass
+        for _ in range(100):
+            if ("after", T.CREATE) in kinds(received):
+                break
+            await asyncio.sleep(0.05)
+        assert ("bad\ufffd", T.CREATE) in kinds(received)
+        assert ("after", T.CREATE) in kinds(received)
+    finally:
+        await handle.stop()
