@@ -73,10 +73,21 @@ class Context:
 
     # ------------------------------------------------------------ kernel attach/replace
 
-    async def attach(self, kernel: Kernel) -> None:
-        """Apply cwd to a fresh kernel and make it current; shuts it down on failure."""
+    async def attach(self, kernel: Kernel, creating: bool = True) -> None:
+        """Apply cwd to a fresh kernel and make it current.
+
+        At creation a cwd failure fails the creation (spec 4.4) and the kernel is
+        shut down. On a restart/replacement (`creating=False`) it is only a
+        warning: the kernel stays, running in the default cwd, so a directory
+        removed since creation does not leave the context without a kernel.
+        """
         try:
             await self._apply_cwd(kernel)
+        except ContextError as exc:
+            if creating:
+                await kernel.shutdown(now=True)
+                raise
+            log.warning("context %s: %s %s after restart; using the default cwd", self.id, exc, self.cwd)
         except BaseException:
             await kernel.shutdown(now=True)
             raise
@@ -100,8 +111,15 @@ class Context:
         if outcome is None or outcome.event is not None or outcome.error is not None:
             raise ContextError("Failed to set working directory")
 
-    async def replace_kernel(self, old: Optional[Kernel], reason: str) -> None:
-        """Swap `old` for a fresh kernel (no-op if it was already replaced)."""
+    async def replace_kernel(self, old: Optional[Kernel], reason: str, now: Optional[bool] = None) -> None:
+        """Swap `old` for a fresh kernel (no-op if it was already replaced).
+
+        `now`: kill the old kernel instead of asking it to shut down (default: only
+        when it died). A context deleted while the replacement was starting shuts
+        the new kernel down too, so it cannot outlive the context.
+        """
+        if now is None:
+            now = reason == DEAD
         async with self._replace_lock:
             if self.deleted or self.kernel is not old:
                 return
@@ -111,7 +129,14 @@ class Context:
             self._cancel_cleanup()
             try:
                 new = await self._registry.obtain_kernel(self.language)
-                await self.attach(new)
+                if self.deleted:  # deleted while the kernel was starting
+                    await new.shutdown(now=True)
+                    return
+                await self.attach(new, creating=False)
+                if self.deleted:  # deleted while the cwd was being applied
+                    self.kernel = None
+                    await new.shutdown(now=True)
+                    return
             except Exception:
                 log.exception("context %s: kernel replacement failed", self.id)
                 self.dead = True
@@ -120,7 +145,7 @@ class Context:
                 raise
             finally:
                 if old is not None:
-                    self.track(asyncio.create_task(old.shutdown(now=reason == DEAD)))
+                    self.track(asyncio.create_task(old.shutdown(now=now)))
 
     async def restart(self) -> None:
         """Explicit restart (2.6): in-flight run ends with UnexpectedEndOfExecution."""
@@ -307,14 +332,16 @@ class Registry:
                 kernel = None
         if kernel is None:
             kernel = await self._start_kernel(language)
-        # A language used once is likely used again: keep a spare so the next
-        # context (or restart) of it takes milliseconds instead of seconds.
-        self._spare_languages.add(language)
         self._refill_spare(language)
         return kernel
 
     def _refill_spare(self, language: str) -> None:
-        if self.stopping or language in self._spares:
+        """Pre-start the next kernel, for spare languages only (python by default).
+
+        Other languages start on demand: a spare Deno kernel alone costs ~210 MB,
+        too much to hold idle in every sandbox.
+        """
+        if self.stopping or language in self._spares or language not in self._spare_languages:
             return
         task = asyncio.create_task(self._start_kernel(language))
         task.add_done_callback(_log_spare_failure)
@@ -329,9 +356,14 @@ class Registry:
 
     async def create(self, language: str, cwd: str) -> Context:
         """Create and register a context; runs to completion even if the caller is cancelled."""
-        task = asyncio.create_task(self._create(language, cwd))
+        return await self._shielded(self._create(language, cwd))
+
+    async def _shielded(self, work) -> Context:
+        """Run `work` in a task of its own: a cancelled caller does not stop it (2.3)."""
+        task = asyncio.create_task(work)
         self._creations.add(task)
         task.add_done_callback(self._creations.discard)
+        task.add_done_callback(_retrieve_exception)  # nobody may be left to await it
         return await asyncio.shield(task)
 
     async def _create(self, language: str, cwd: str) -> Context:
@@ -345,13 +377,25 @@ class Registry:
         return context
 
     async def default_for(self, language: str) -> Context:
-        """The language's default context, created lazily under a per-language lock (4.1.5)."""
+        """The language's default context, created lazily under a per-language lock (4.1.5).
+
+        The lookup, the creation and the recording of the default are one shielded
+        task: a client giving up mid-creation still leaves exactly one default,
+        and concurrent requests wait on the lock instead of creating another.
+        """
+        context_id = self._defaults.get(language)
+        context = self.contexts.get(context_id) if context_id else None
+        if context is not None:
+            return context
+        return await self._shielded(self._default_for(language))
+
+    async def _default_for(self, language: str) -> Context:
         lock = self._language_locks.setdefault(language, asyncio.Lock())
         async with lock:
             context_id = self._defaults.get(language)
             context = self.contexts.get(context_id) if context_id else None
             if context is None:
-                context = await self.create(language, self.default_cwd)
+                context = await self._create(language, self.default_cwd)
                 self._defaults[language] = context.id
             return context
 
@@ -404,6 +448,12 @@ class Registry:
         for task in spares:
             if task.done() and not task.cancelled() and task.exception() is None:
                 await task.result().shutdown(now=True)
+
+
+def _retrieve_exception(task: asyncio.Task) -> None:
+    """Mark a shielded task's failure as seen; the awaiting caller (if any) reports it."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _log_spare_failure(task: asyncio.Task) -> None:

@@ -225,7 +225,16 @@ class Execution:
             self._emit(line)
 
     async def _wind_down(self, kernel: Kernel, request: KernelRequest) -> None:
-        """Client gone mid-request: interrupt, then drain until the kernel is done (4.9)."""
+        """Client gone mid-request: interrupt, then drain until the kernel is done (4.9).
+
+        A kernel that cannot be interrupted (Deno dies on SIGINT and ignores
+        interrupt_request) is replaced at once instead: the JS/TS context keeps
+        its id and cwd but loses its state, like after a restart.
+        """
+        if not kernel.interruptible:
+            log.info("context %s: %s kernel cannot be interrupted; replacing it", self.context.id, kernel.language)
+            await self.context.replace_kernel(kernel, reason=CLOSED, now=True)
+            return
         try:
             await kernel.interrupt()
         except Exception:
@@ -237,7 +246,7 @@ class Execution:
         if outcome is None:
             # The kernel ignored the interrupt: replace it rather than poison the next run.
             log.warning("context %s did not stop after interrupt; restarting", self.context.id)
-            await self.context.replace_kernel(kernel, reason=CLOSED)
+            await self.context.replace_kernel(kernel, reason=CLOSED, now=True)
 
 
 async def consume(request: KernelRequest, on_line: Any) -> RequestOutcome:
@@ -259,7 +268,7 @@ async def consume(request: KernelRequest, on_line: Any) -> RequestOutcome:
             channel, msg = await asyncio.wait_for(request.queue.get(), timeout=timeout)
         except asyncio.TimeoutError:
             break  # settled, or idle seen and the reply lost: finish anyway
-        if channel == GONE and idle:
+        if channel == GONE and (idle or replied):
             continue  # the kernel already finished this request: never interrupt an idle kernel
         if channel in (DEAD, CLOSED, GONE):
             outcome.event = channel

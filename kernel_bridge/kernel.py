@@ -29,6 +29,9 @@ READY_TIMEOUT = 60.0
 # measured); keep listening this long. This wait is added to every JS run.
 LATE_OUTPUT_GRACE = 0.025
 _ORDERED_LANGUAGES = ("python", "bash")
+# Kernel programs that cannot be interrupted: Deno exits on SIGINT and ignores
+# interrupt_request, so an interrupted run means a replaced kernel (state lost).
+_UNINTERRUPTIBLE_PROGRAMS = ("deno",)
 
 # Items a KernelRequest queue carries besides ("iopub"|"shell", msg).
 DEAD = "dead"  # the kernel process died
@@ -76,6 +79,7 @@ class Kernel:
         self._routers: list[asyncio.Task] = []
         self.closed = False
         self.failed_reason: Optional[str] = None  # DEAD/CLOSED once the kernel is unusable
+        self.interruptible = True  # False: stopping a run means replacing the kernel
 
     # ------------------------------------------------------------ lifecycle
 
@@ -85,6 +89,9 @@ class Kernel:
         try:
             self.km = AsyncKernelManager(kernel_name=self.spec_name)
             self.km.kernel_id = self.kernel_id
+            argv = self.km.kernel_spec.argv if self.km.kernel_spec else []
+            program = os.path.basename(argv[0]) if argv else ""
+            self.interruptible = program not in _UNINTERRUPTIBLE_PROGRAMS
             await self.km.start_kernel(
                 env=self._env,
                 cwd=self._launch_cwd,

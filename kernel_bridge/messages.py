@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from typing import Any, Optional
 
 Line = dict[str, Any]
@@ -44,8 +45,38 @@ SEND_FAILED = ("WebSocketError", "Failed to send execution request")
 
 
 def encode_line(line: Line) -> bytes:
-    """One NDJSON line: ASCII JSON, no NaN tokens, trailing newline."""
-    return (json.dumps(line, ensure_ascii=True, allow_nan=False) + "\n").encode("ascii")
+    """One NDJSON line: ASCII JSON, no NaN tokens, trailing newline.
+
+    Never raises: NaN/Infinity (JSON has none; kernels such as Deno may send
+    them) become null, and a line that still cannot be encoded is replaced by
+    an error line, so one bad value cannot tear the chunked response (2.2.3).
+    """
+    try:
+        text = json.dumps(line, ensure_ascii=True, allow_nan=False)
+    except ValueError:
+        try:
+            text = json.dumps(_finite(line), ensure_ascii=True, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            text = _unencodable(exc)
+    except (TypeError, RecursionError) as exc:
+        text = _unencodable(exc)
+    return (text + "\n").encode("ascii")
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN/Infinity float replaced by None (what orjson does)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _unencodable(exc: BaseException) -> str:
+    line = error_line("EncodingError", f"an output line could not be encoded as JSON: {exc}", "")
+    return json.dumps(line, ensure_ascii=True)
 
 
 def strip_quotes(text: str) -> str:

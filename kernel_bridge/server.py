@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from typing import Any, Awaitable, Callable, Optional
 
 from aiohttp import web
@@ -129,7 +128,9 @@ class CodeInterpreter:
         global_envs: Callable[[], dict[str, str]],
         max_output_bytes: int = DEFAULT_MAX_OUTPUT,
     ) -> None:
-        self.default_cwd = _usable_cwd(default_cwd)
+        # The caller picks an existing directory (envd/app.py `_code_default_cwd`:
+        # /home/user, else the default user's home); it is not second-guessed here.
+        self.default_cwd = default_cwd
         self.registry = Registry(self.default_cwd, global_envs)
         self.max_output_bytes = max_output_bytes
         self._started = False
@@ -292,15 +293,6 @@ class CodeInterpreter:
             log.exception("restarting context %s failed", context_id)
             return _text(500, f"Failed to restart context {context_id}")
         return web.json_response(None)
-
-
-def _usable_cwd(path: str) -> str:
-    """The spec's /home/user, or the daemon user's home on a dev machine without it."""
-    if os.path.isdir(path):
-        return path
-    home = os.path.expanduser("~")
-    log.warning("default cwd %s missing, using %s", path, home)
-    return home
 
 
 # ---------------------------------------------------------------- middlewares

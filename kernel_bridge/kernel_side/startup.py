@@ -8,10 +8,14 @@ kernel's own stderr (which nobody's execution sees, as it has no parent).
 
 from __future__ import annotations
 
+import datetime
+import enum
 import json
+import math
 import os
 import sys
 import traceback
+import uuid
 from typing import Any
 
 
@@ -71,28 +75,47 @@ def _json_roundtrip(obj: Any) -> Any:
     """Containers round-tripped to plain JSON, keys stringified (orjson semantics)."""
     try:
         import orjson  # type: ignore[import-not-found]
-
-        options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-        return orjson.loads(orjson.dumps(obj, default=_json_default, option=options))
     except ImportError:
-        pass
-    return json.loads(json.dumps(_stringify_keys(obj), default=_json_default, allow_nan=False))
+        return json.loads(json.dumps(_plain(obj), allow_nan=False))
+    options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+    return orjson.loads(orjson.dumps(obj, default=_json_default, option=options))
 
 
-def _stringify_keys(obj: Any) -> Any:
+def _plain(obj: Any, depth: int = 0) -> Any:
+    """Without orjson: the same result orjson would give (spec 5.1 item 3).
+
+    NaN/Infinity -> null, date/datetime/time -> ISO strings, UUID -> str, enums
+    by value, numpy via `_json_default`; TypeError for anything else.
+    """
+    if depth > 254:  # orjson's recursion limit
+        raise RecursionError("maximum recursion depth exceeded")
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {_key(k): _stringify_keys(v) for k, v in obj.items()}
+        return {_key(k): _plain(v, depth + 1) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_stringify_keys(v) for v in obj]
-    return obj
+        return [_plain(v, depth + 1) for v in obj]
+    if isinstance(obj, (datetime.date, datetime.time)):
+        return obj.isoformat()
+    if isinstance(obj, uuid.UUID):
+        return str(obj)
+    if isinstance(obj, enum.Enum):
+        return _plain(obj.value, depth + 1)
+    return _plain(_json_default(obj), depth + 1)
 
 
 def _key(key: Any) -> str:
     if isinstance(key, str):
         return key
+    if isinstance(key, enum.Enum):
+        return _key(key.value)
     if key is None or isinstance(key, bool):
         return json.dumps(key)
     if isinstance(key, (int, float)):
+        return str(key)
+    if isinstance(key, uuid.UUID):
         return str(key)
     if hasattr(key, "isoformat"):
         return key.isoformat()
