@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import signal
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
@@ -19,6 +19,9 @@ from envd.http.system import SystemRoutes, health
 from envd.process import ProcessService
 from envd.reaper import Reaper, become_subreaper
 from envd.users import UserError, lookup_default_user
+
+if TYPE_CHECKING:
+    from kernel_bridge import CodeInterpreter
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.connect = ConnectServer(default_user=lambda: config.default_user)
-        self.services: list[Service] = _build_services(config)
+        self.services: list[Service] = [FilesystemService(config), ProcessService(config)]
         for service in self.services:
             self.connect.add(service.rpcs())
         self.code_interpreter = _build_code_interpreter(config)
@@ -63,7 +66,9 @@ class Daemon:
             ],
         )
         app.on_response_prepare.append(mw.add_cors_to_streams)
-        app.add_routes(SystemRoutes(config).routes() + self.connect.routes() + _extra_routes(config))
+        app.add_routes(
+            SystemRoutes(config).routes() + FileRoutes(config).routes() + self.connect.routes()
+        )
         if config.single_port and self.code_interpreter is not None:
             for middleware in self.code_interpreter.middlewares():
                 app.middlewares.append(mw.only_for(mw.CODE, middleware))
@@ -132,15 +137,8 @@ class Daemon:
         await self.reaper.stop()
 
 
-def _build_services(config: Config) -> list[Service]:
-    return [FilesystemService(config), ProcessService(config)]
-
-
-def _extra_routes(config: Config) -> list[web.RouteDef]:
-    return FileRoutes(config).routes()
-
-
-def _build_code_interpreter(config: Config):  # type: ignore[no-untyped-def]
+def _build_code_interpreter(config: Config) -> CodeInterpreter | None:
+    """Imported only when enabled: jupyter_client would cost an envd-only daemon RSS."""
     if not config.code_interpreter:
         return None
     from kernel_bridge import CodeInterpreter

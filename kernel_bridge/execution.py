@@ -129,6 +129,9 @@ class Execution:
 
     async def _acquire(self, lock: asyncio.Lock) -> bool:
         """Wait for the context lock unless the client leaves first."""
+        if not lock.locked() and not self.client_gone:
+            await lock.acquire()  # free: taken at once, no tasks to race
+            return True
         acquire = asyncio.ensure_future(lock.acquire())
         gone = asyncio.ensure_future(self._gone_event.wait())
         try:

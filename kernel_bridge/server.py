@@ -235,10 +235,13 @@ class CodeInterpreter:
     @staticmethod
     async def _next_chunk(execution: Execution) -> tuple[bytes, bool]:
         """Everything already queued (one write), or a keepalive after 5 s of silence."""
-        try:
-            line = await asyncio.wait_for(execution.lines.get(), timeout=KEEPALIVE_INTERVAL)
-        except asyncio.TimeoutError:
-            return messages.encode_line(messages.KEEPALIVE), False
+        if execution.lines.empty():
+            try:
+                line = await asyncio.wait_for(execution.lines.get(), timeout=KEEPALIVE_INTERVAL)
+            except asyncio.TimeoutError:
+                return messages.encode_line(messages.KEEPALIVE), False
+        else:
+            line = execution.lines.get_nowait()  # no timer task when lines are waiting
         parts = [messages.encode_line(line)]
         finished = line is messages.END_OF_EXECUTION
         while not finished and not execution.lines.empty() and len(parts) < 256:
