@@ -273,7 +273,8 @@ class Registry:
         self._language_locks: dict[str, asyncio.Lock] = {}
         self._spares: dict[str, asyncio.Task] = {}
         self._spare_languages = set(spare_languages)
-        self._creations: set[asyncio.Task] = set()
+        self._creations: set[asyncio.Task] = set()  # context creations, cancelled at stop
+        self._spare_shutdowns: set[asyncio.Task] = set()  # dead spares going away, awaited at stop
         self._live: set[Kernel] = set()
         self.runtime = RuntimeDir()
         languages.provide_package_kernels(self.runtime.path)
@@ -348,9 +349,10 @@ class Registry:
         self._spares[language] = task
 
     def _discard(self, kernel: Kernel) -> None:
+        """Shut a dead spare down in the background, so `obtain_kernel` need not wait for it."""
         task = asyncio.create_task(kernel.shutdown(now=True))
-        self._creations.add(task)
-        task.add_done_callback(self._creations.discard)
+        self._spare_shutdowns.add(task)
+        task.add_done_callback(self._spare_shutdowns.discard)
 
     # ------------------------------------------------------------ contexts
 
@@ -433,7 +435,11 @@ class Registry:
         self._live.clear()
 
     async def stop(self) -> None:
-        """Fail in-flight work and kill every kernel (kill: the daemon must stop fast)."""
+        """Fail in-flight work and kill every kernel (kill: the daemon must stop fast).
+
+        Spare shutdowns already under way are awaited, not cancelled: they are
+        kills too, and the caller's time budget bounds the wait.
+        """
         self.stopping = True
         for task in self._creations:
             task.cancel()
@@ -444,7 +450,7 @@ class Registry:
         closing = [c.close(now=True) for c in self.contexts.values()]
         self.contexts.clear()
         self._defaults.clear()
-        await asyncio.gather(*closing, return_exceptions=True)
+        await asyncio.gather(*closing, *self._spare_shutdowns, return_exceptions=True)
         for task in spares:
             if task.done() and not task.cancelled() and task.exception() is None:
                 await task.result().shutdown(now=True)

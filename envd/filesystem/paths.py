@@ -43,9 +43,10 @@ def ensure_dir(path: str, user: User) -> None:
                 if not stat.S_ISDIR(os.lstat(directory).st_mode):
                     raise
             chown_to(directory, user)
+        is_directory = os.path.isdir(path)  # `path` itself may exist as a non-directory
     except (NotADirectoryError, FileExistsError):
-        raise NotADirectoryComponent(_first_non_directory(path) or path) from None
-    if not os.path.isdir(path):
+        is_directory = False
+    if not is_directory:
         raise NotADirectoryComponent(_first_non_directory(path) or path)
 
 

@@ -1,4 +1,4 @@
-"""The HTTP API's error body: the integer status as `code` (spec 5.1)."""
+"""The HTTP API's errors: a status-carrying exception and the body that answers it (spec 5.1)."""
 
 from __future__ import annotations
 
@@ -18,3 +18,12 @@ def http_error(status: int, message: str) -> web.Response:
             "X-Content-Type-Options": "nosniff",
         },
     )
+
+
+class TransferError(Exception):
+    """A failed `/files` transfer, with the HTTP status and message to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message

@@ -24,8 +24,8 @@ from aiohttp import BodyPartReader, web
 from envd.auth import SignatureError, check_file_access
 from envd.config import Config
 from envd.filesystem.metadata import MetadataError, metadata_from_headers
-from envd.filesystem.upload import FileUpload, TransferError, run_blocking
-from envd.http.errors import http_error
+from envd.http.errors import TransferError, http_error
+from envd.http.upload import FileUpload, run_blocking
 from envd.users import PathError, User, UserError, lookup_user, resolve_path
 
 log = logging.getLogger(__name__)

@@ -129,9 +129,7 @@ def _install_json_formatter(ip: Any) -> None:
     def containers(obj: Any) -> Any:
         try:
             return _json_roundtrip(obj), {"expanded": True}
-        except (TypeError, ValueError, OverflowError, RecursionError):
-            return None
-        except Exception:  # orjson.JSONEncodeError is a TypeError, but be safe
+        except Exception:  # not JSON-able (TypeError, ValueError, RecursionError...): no JSON
             return None
 
     original.for_type(list, containers)

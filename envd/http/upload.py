@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from envd.filesystem.metadata import read_metadata, replace_metadata
-from envd.filesystem.paths import NotADirectoryComponent, ensure_dir
+from envd.filesystem.paths import ensure_dir
+from envd.http.errors import TransferError
 from envd.users import User
 
 T = TypeVar("T")
@@ -29,15 +30,6 @@ WRITE_BUFFER_BYTES = 1024 * 1024
 INLINE_WRITE_BYTES = 64 * 1024
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
-
-
-class TransferError(Exception):
-    """A failed file transfer, with the HTTP status and message to answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 async def run_blocking(function: Callable[..., T], *args: Any) -> T:
@@ -67,9 +59,7 @@ class FileUpload:
         """Parent directories, type check, ownership, open (steps 1-5)."""
         try:
             ensure_dir(posixpath.dirname(self.path) or "/", self.user)
-        except NotADirectoryComponent as exc:
-            raise TransferError(500, f"error ensuring directories: {exc}") from None
-        except OSError as exc:
+        except OSError as exc:  # NotADirectoryComponent included: same answer
             raise TransferError(500, f"error ensuring directories: {exc}") from None
         existed = self._check_target()
         if existed:
@@ -100,7 +90,6 @@ class FileUpload:
             raise TransferError(500, f"error opening file: {exc}") from None
         self._fd = fd
         if not existed:
-            fd = self._fd
             try:
                 self._chown(lambda: os.fchown(fd, self.user.uid, self.user.gid))
             except TransferError:
