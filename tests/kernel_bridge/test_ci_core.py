@@ -92,6 +92,25 @@ def test_execution_count_counts_only_user_cells(sandbox):
         sandbox.remove_code_context(context)
 
 
+def test_history_lives_in_memory(sandbox):
+    """No SQLite history file is written, yet In/Out/_i/%history still work."""
+    context = sandbox.create_code_context()
+    try:
+        sandbox.run_code("a_hist = 40", context=context)
+        assert sandbox.run_code("a_hist + 2", context=context).text == "42"
+        assert sandbox.run_code("Out[2], In[1], _i", context=context).text == (
+            "(42, 'a_hist = 40', 'a_hist + 2')"
+        )
+        listing = sandbox.run_code("%history -n 1-2", context=context).logs.stdout
+        assert "".join(listing).split("\n")[:2] == ["   1: a_hist = 40", "   2: a_hist + 2"]
+        manager = sandbox.run_code(
+            "h = get_ipython().history_manager; (h.enabled, type(h.db).__name__)", context=context
+        )
+        assert manager.text == "(False, 'DummyDB')"
+    finally:
+        sandbox.remove_code_context(context)
+
+
 def test_context_and_language_is_rejected_by_sdk(sandbox):
     context = sandbox.create_code_context()
     try:
