@@ -92,6 +92,13 @@ def test_execution_count_counts_only_user_cells(sandbox):
         sandbox.remove_code_context(context)
 
 
+def test_thousands_of_kernel_messages_arrive_complete_and_in_order(sandbox):
+    """Each flush is one IOPub message: far more than one socket read batch."""
+    execution = sandbox.run_code("for i in range(3000): print(i, flush=True)\n'done'")
+    assert "".join(execution.logs.stdout) == "".join(f"{i}\n" for i in range(3000))
+    assert execution.text == "done"
+
+
 def test_history_lives_in_memory(sandbox):
     """No SQLite history file is written, yet In/Out/_i/%history still work."""
     context = sandbox.create_code_context()
