@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import languages, messages
@@ -24,6 +25,47 @@ log = logging.getLogger(__name__)
 REPLY_GRACE = 2.0  # finish this long after `idle` even if the shell reply never came (4.7)
 DRAIN_TIMEOUT = 10.0  # how long an interrupted request may take to wind down (4.9)
 TRUNCATION_NOTICE = "\n[output truncated: this execution exceeded {limit} bytes of stdout/stderr]\n"
+
+
+class LineBuffer:
+    """An execution's lines waiting for the relay: a deque and at most one waiter.
+
+    `asyncio.Queue` plus `wait_for` would create a task and a timer for every
+    wait; this is on the path of every run_code.
+    """
+
+    def __init__(self) -> None:
+        self._lines: deque[Line] = deque()
+        self._waiter: Optional[asyncio.Future] = None
+
+    def put(self, line: Line) -> None:
+        self._lines.append(line)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self, timeout: float) -> bool:
+        """True as soon as a line is waiting, False if `timeout` seconds pass first."""
+        if self._lines:
+            return True
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = loop.call_later(timeout, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+        return bool(self._lines)
+
+    def take(self, limit: int) -> list[Line]:
+        """Up to `limit` waiting lines, oldest first."""
+        lines = self._lines
+        return [lines.popleft() for _ in range(min(limit, len(lines)))]
+
+
+def _resolve(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class RequestOutcome:
@@ -44,7 +86,7 @@ class Execution:
         self.context = context
         self.code = code
         self.env_vars = env_vars
-        self.lines: asyncio.Queue[Line] = asyncio.Queue()
+        self.lines = LineBuffer()
         self.client_gone = False
         self.task: Optional[asyncio.Task] = None
         self._gone_event = asyncio.Event()
@@ -71,7 +113,7 @@ class Execution:
 
     def _emit(self, line: Line) -> None:
         if not self.client_gone:
-            self.lines.put_nowait(line)
+            self.lines.put(line)
 
     def _emit_error(self, line: Line) -> None:
         """Only the first error of an execution reaches the client (3.5)."""

@@ -249,6 +249,23 @@ def test_headers_and_keepalives_while_queued(daemon, sandbox):
         sandbox.remove_code_context(context)
 
 
+def test_headers_come_before_a_silent_run_ends(daemon, sandbox):
+    """The JS SDK times out a request whose headers do not come: they wait neither for
+    output nor for the first keepalive (5 s, above the read timeout here)."""
+    context = sandbox.create_code_context()
+    try:
+        body = {"code": "import time; time.sleep(60)", "context_id": context.id}
+        with httpx.stream(
+            "POST", f"{daemon.url}/execute", json=body, headers=CI_HEADERS, timeout=httpx.Timeout(60, read=3)
+        ) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "application/x-ndjson"
+        # leaving interrupted the sleep: the context answers again
+        assert sandbox.run_code("'free'", context=context, timeout=30).text == "free"
+    finally:
+        sandbox.remove_code_context(context)
+
+
 def test_daemon_stop_ends_streams_and_leaves_no_kernels(daemon_factory):
     extra = daemon_factory(code_interpreter=True)
     kernels = psutil.Process(extra.pid).children(recursive=True)
