@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import languages, messages
+from .inbox import Inbox
 from .kernel import CLOSED, DEAD, GONE, Kernel, KernelRequest
 from .messages import Line
 
@@ -25,47 +25,6 @@ log = logging.getLogger(__name__)
 REPLY_GRACE = 2.0  # finish this long after `idle` even if the shell reply never came (4.7)
 DRAIN_TIMEOUT = 10.0  # how long an interrupted request may take to wind down (4.9)
 TRUNCATION_NOTICE = "\n[output truncated: this execution exceeded {limit} bytes of stdout/stderr]\n"
-
-
-class LineBuffer:
-    """An execution's lines waiting for the relay: a deque and at most one waiter.
-
-    `asyncio.Queue` plus `wait_for` would create a task and a timer for every
-    wait; this is on the path of every run_code.
-    """
-
-    def __init__(self) -> None:
-        self._lines: deque[Line] = deque()
-        self._waiter: Optional[asyncio.Future] = None
-
-    def put(self, line: Line) -> None:
-        self._lines.append(line)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def wait(self, timeout: float) -> bool:
-        """True as soon as a line is waiting, False if `timeout` seconds pass first."""
-        if self._lines:
-            return True
-        loop = asyncio.get_running_loop()
-        self._waiter = waiter = loop.create_future()
-        timer = loop.call_later(timeout, _resolve, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
-        return bool(self._lines)
-
-    def take(self, limit: int) -> list[Line]:
-        """Up to `limit` waiting lines, oldest first."""
-        lines = self._lines
-        return [lines.popleft() for _ in range(min(limit, len(lines)))]
-
-
-def _resolve(waiter: asyncio.Future) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class RequestOutcome:
@@ -86,7 +45,7 @@ class Execution:
         self.context = context
         self.code = code
         self.env_vars = env_vars
-        self.lines = LineBuffer()
+        self.lines: Inbox[Line] = Inbox()
         self.client_gone = False
         self.task: Optional[asyncio.Task] = None
         self._gone_event = asyncio.Event()
@@ -109,7 +68,7 @@ class Execution:
         self.client_gone = True
         self._gone_event.set()
         if self._active is not None:
-            self._active.queue.put_nowait((GONE, None))
+            self._active.inbox.put((GONE, None))
 
     def _emit(self, line: Line) -> None:
         if not self.client_gone:
@@ -251,7 +210,7 @@ class Execution:
         self._active = request
         try:
             if self.client_gone:  # raced with notify_client_gone before _active was set
-                request.queue.put_nowait((GONE, None))
+                request.inbox.put((GONE, None))
             outcome = await consume(request, self._on_line if not silent else None)
             if outcome.event == GONE:
                 await self._wind_down(kernel, request)
@@ -309,10 +268,9 @@ async def consume(request: KernelRequest, on_line: Any) -> RequestOutcome:
             timeout = request.settle  # late output (non-ipykernel kernels)
         else:
             timeout = REPLY_GRACE if idle else None
-        try:
-            channel, msg = await asyncio.wait_for(request.queue.get(), timeout=timeout)
-        except asyncio.TimeoutError:
+        if not await request.inbox.wait(timeout):
             break  # settled, or idle seen and the reply lost: finish anyway
+        channel, msg = request.inbox.get()
         if channel == GONE and (idle or replied):
             continue  # the kernel already finished this request: never interrupt an idle kernel
         if channel in (DEAD, CLOSED, GONE):

@@ -27,6 +27,8 @@ import zmq
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
 
+from .inbox import Inbox
+
 log = logging.getLogger(__name__)
 
 KERNEL_SIDE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_side")
@@ -42,7 +44,7 @@ DRAIN_BATCH = 64
 # interrupt_request, so an interrupted run means a replaced kernel (state lost).
 _UNINTERRUPTIBLE_PROGRAMS = ("deno",)
 
-# Items a KernelRequest queue carries besides ("iopub"|"shell", msg).
+# Items a KernelRequest inbox carries besides ("iopub"|"shell", msg).
 DEAD = "dead"  # the kernel process died
 CLOSED = "closed"  # the kernel is being shut down / replaced (restart, delete, stop)
 GONE = "gone"  # the HTTP client went away (pushed by the execution)
@@ -50,12 +52,12 @@ GONE = "gone"  # the HTTP client went away (pushed by the execution)
 
 @dataclass
 class KernelRequest:
-    """An execute_request in flight; its kernel feeds the replies into `queue`."""
+    """An execute_request in flight; its kernel feeds the replies into `inbox`."""
 
     msg_id: str
     silent: bool
     settle: float = 0.0
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    inbox: Inbox = field(default_factory=Inbox)
 
 
 class KernelStartError(Exception):
@@ -209,7 +211,7 @@ class Kernel:
         request = KernelRequest(msg_id=msg_id, silent=silent, settle=self.settle_delay)
         self._requests[msg_id] = request
         if self.failed_reason is not None:  # raced with death/replacement: end at once
-            request.queue.put_nowait((self.failed_reason, None))
+            request.inbox.put((self.failed_reason, None))
         return request
 
     def forget(self, request: KernelRequest) -> None:
@@ -220,7 +222,7 @@ class Kernel:
         if self.failed_reason is None:
             self.failed_reason = reason
         for request in list(self._requests.values()):
-            request.queue.put_nowait((reason, None))
+            request.inbox.put((reason, None))
 
     async def interrupt(self) -> None:
         """SIGINT or interrupt_request, per the kernel spec's interrupt_mode."""
@@ -243,13 +245,16 @@ class Kernel:
     def _drain(self, socket: zmq.Socket, channel: str) -> None:
         """Dispatch what the socket holds, by parent msg_id; unknown parents are dropped (4.7).
 
-        The fd is edge-triggered: it signals again only once the socket has
-        been read until EAGAIN, so a batch cut short reschedules itself.
+        The fd is edge-triggered: it signals again only once ZMQ_EVENTS has
+        reported the socket empty, so a batch cut short reschedules itself.
+        (Asking ZMQ_EVENTS is cheaper than reading until EAGAIN raises.)
         """
         if self.closed:
             return
         for _ in range(DRAIN_BATCH):
             try:
+                if not socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    return
                 frames = socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
@@ -268,7 +273,7 @@ class Kernel:
         parent = msg["parent_header"].get("msg_id")
         request = self._requests.get(parent) if parent else None
         if request is not None:
-            request.queue.put_nowait((channel, msg))
+            request.inbox.put((channel, msg))
 
 
 def receive_message(session: Session, frames: list[bytes]) -> dict[str, Any]:

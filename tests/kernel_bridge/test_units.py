@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import importlib.util
 import json
@@ -13,6 +14,7 @@ import pytest
 
 from kernel_bridge import messages
 from kernel_bridge.execution import consume
+from kernel_bridge.inbox import Inbox
 from kernel_bridge.kernel import GONE, KernelRequest
 
 try:
@@ -56,16 +58,32 @@ async def test_client_gone_after_the_kernel_finished_is_harmless(order):
     idle = ("iopub", _msg("status", execution_state="idle"))
     first, last = (reply, idle) if order == "reply-gone-idle" else (idle, reply)
     for item in (first, (GONE, None), last):
-        request.queue.put_nowait(item)
+        request.inbox.put(item)
     outcome = await consume(request, None)
     assert outcome.event is None  # no interrupt of a kernel that already answered
 
 
 async def test_client_gone_while_running_still_ends_the_wait():
     request = KernelRequest(msg_id="m", silent=False)
-    request.queue.put_nowait(("iopub", _msg("status", execution_state="busy")))
-    request.queue.put_nowait((GONE, None))
+    request.inbox.put(("iopub", _msg("status", execution_state="busy")))
+    request.inbox.put((GONE, None))
     assert (await consume(request, None)).event == GONE
+
+
+# ---------------------------------------------------------------- inbox
+
+
+async def test_inbox_wakes_its_reader_and_times_out():
+    inbox: Inbox[int] = Inbox()
+    assert await inbox.wait(0.01) is False  # nothing came
+    waiting = asyncio.ensure_future(inbox.wait())
+    await asyncio.sleep(0)
+    inbox.put(1)
+    inbox.put(2)
+    assert await waiting is True
+    assert inbox.get() == 1
+    inbox.put(3)
+    assert inbox.take(5) == [2, 3] and len(inbox) == 0
 
 
 # ---------------------------------------------------------------- json formatter fallback (item 5)

@@ -1,0 +1,60 @@
+"""A single-consumer queue for the per-execution hot path.
+
+Every run_code passes its kernel messages and its output lines through one
+of these. `asyncio.Queue` read through `asyncio.wait_for` costs a coroutine
+per get and, with a timeout, a task and a timer per wait; here a wait is one
+future, plus a timer handle only when it has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Generic, Optional, TypeVar
+
+T = TypeVar("T")
+
+
+class Inbox(Generic[T]):
+    """Items in arrival order, read by one consumer at a time."""
+
+    def __init__(self) -> None:
+        self._items: deque[T] = deque()
+        self._waiter: Optional[asyncio.Future] = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: T) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self, timeout: Optional[float] = None) -> bool:
+        """True as soon as an item is waiting; False if `timeout` seconds pass first."""
+        if self._items:
+            return True
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = loop.call_later(timeout, _resolve, waiter) if timeout is not None else None
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._waiter = None
+        return bool(self._items)
+
+    def get(self) -> T:
+        """The oldest item; only after `wait` returned True."""
+        return self._items.popleft()
+
+    def take(self, limit: int) -> list[T]:
+        """Up to `limit` waiting items, oldest first."""
+        items = self._items
+        return [items.popleft() for _ in range(min(limit, len(items)))]
+
+
+def _resolve(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
