@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Generic, Optional, TypeVar
+from typing import Generic, Iterator, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -30,9 +30,15 @@ class Inbox(Generic[T]):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def wait(self, timeout: Optional[float] = None) -> bool:
-        """True as soon as an item is waiting; False if `timeout` seconds pass first."""
-        if self._items:
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._items)
+
+    async def wait(self, timeout: Optional[float] = None, more_than: int = 0) -> bool:
+        """True once more than `more_than` items wait; False if `timeout` seconds pass first.
+
+        `more_than` may be at most the number waiting now (one more put suffices).
+        """
+        if len(self._items) > more_than:
             return True
         loop = asyncio.get_running_loop()
         self._waiter = waiter = loop.create_future()
@@ -43,7 +49,7 @@ class Inbox(Generic[T]):
             if timer is not None:
                 timer.cancel()
             self._waiter = None
-        return bool(self._items)
+        return len(self._items) > more_than
 
     def get(self) -> T:
         """The oldest item; only after `wait` returned True."""

@@ -124,6 +124,14 @@ def result_line(data: dict[str, Any], is_main_result: bool) -> Line:
     return line
 
 
+def is_followed_at_once(line: Line) -> bool:
+    """Lines that a fast run follows within a few milliseconds: the execution count
+    (its start) and the main result (its end, bar post-execute hooks). The relay
+    may hold these briefly to send them with what follows, in one write."""
+    kind = line["type"]
+    return kind == "number_of_executions" or (kind == "result" and line.get("is_main_result") is True)
+
+
 def error_line(name: Any, value: Any, traceback: Any = "") -> Line:
     """Spec 3.5: all three keys always present; traceback lists joined with no separator."""
     if isinstance(traceback, (list, tuple)):

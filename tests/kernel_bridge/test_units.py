@@ -16,6 +16,7 @@ from kernel_bridge import messages
 from kernel_bridge.execution import consume
 from kernel_bridge.inbox import Inbox
 from kernel_bridge.kernel import GONE, KernelRequest
+from kernel_bridge.server import _hold_for_successor
 
 try:
     import orjson as ORJSON
@@ -84,6 +85,38 @@ async def test_inbox_wakes_its_reader_and_times_out():
     assert inbox.get() == 1
     inbox.put(3)
     assert inbox.take(5) == [2, 3] and len(inbox) == 0
+
+
+async def _returns_at_once(lines: Inbox) -> bool:
+    """Whether holding returned without waiting for anything."""
+    task = asyncio.ensure_future(_hold_for_successor(lines))
+    await asyncio.sleep(0)
+    done = task.done()
+    await task
+    return done
+
+
+async def test_count_and_result_wait_for_the_end_but_output_never_waits():
+    count = messages.number_of_executions(1)
+    result = messages.result_line({"text/plain": "2"}, True)
+    lines: Inbox[messages.Line] = Inbox()
+    lines.put(count)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.001, lines.put, result)
+    loop.call_later(0.002, lines.put, messages.END_OF_EXECUTION)
+    await _hold_for_successor(lines)
+    assert lines.take(9) == [count, result, messages.END_OF_EXECUTION]  # one write
+
+    lines.put(count)
+    lines.put(messages.stream_line("stdout", "hi\n", None))
+    assert await _returns_at_once(lines)  # output releases what came before it
+    lines.take(9)
+    lines.put(messages.result_line({"text/plain": "plot"}, False))
+    assert await _returns_at_once(lines)  # display data streams, it is not held
+    lines.take(9)
+    lines.put(count)
+    assert not await _returns_at_once(lines)  # alone: released after the window
+    assert lines.take(9) == [count]
 
 
 # ---------------------------------------------------------------- json formatter fallback (item 5)
