@@ -15,12 +15,26 @@ from jupyter_client.manager import AsyncKernelManager
 from bench.stats import Latency
 
 
+ENVD_KERNEL_CONFIG = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "kernel_bridge", "kernel_side", "ipython_kernel_config.py",
+)
+
+
 class RawKernel:
-    """A python3 kernel driven with jupyter_client, execute-to-idle."""
+    """A python3 kernel driven with jupyter_client, execute-to-idle.
+
+    `envd_config=True` launches it with the configuration the daemon gives its
+    own kernels (formatters, in-memory history), which isolates the daemon's
+    overhead from what that configuration saves or costs in the kernel.
+    """
+
+    def __init__(self, envd_config: bool = False) -> None:
+        self.arguments = [f"--config={ENVD_KERNEL_CONFIG}"] if envd_config else []
 
     async def start(self) -> None:
         self.manager = AsyncKernelManager(kernel_name="python3")
-        await self.manager.start_kernel(stderr=subprocess.DEVNULL)
+        await self.manager.start_kernel(stderr=subprocess.DEVNULL, extra_arguments=self.arguments)
         self.client = self.manager.client()
         self.client.start_channels()
         await self.client.wait_for_ready(timeout=60)
