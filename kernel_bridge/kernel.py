@@ -40,6 +40,8 @@ LATE_OUTPUT_GRACE = 0.025
 _ORDERED_LANGUAGES = ("python", "bash")
 # Messages read per reader callback before yielding to the loop (output floods).
 DRAIN_BATCH = 64
+# Plain ints: `getsockopt(zmq.EVENTS)` builds an enum on every call.
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 # Kernel programs that cannot be interrupted: Deno exits on SIGINT and ignores
 # interrupt_request, so an interrupted run means a replaced kernel (state lost).
 _UNINTERRUPTIBLE_PROGRAMS = ("deno",)
@@ -253,7 +255,7 @@ class Kernel:
             return
         for _ in range(DRAIN_BATCH):
             try:
-                if not socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                if not socket.get(_EVENTS) & _POLLIN:
                     return
                 frames = socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
