@@ -28,8 +28,8 @@ ROUNDS = 5
 def run_code_rtt(sbx: Sandbox, count: int) -> list[Target]:
     async def measure() -> tuple[Latency, Latency, Latency]:
         plain, configured = raw.RawKernel(), raw.RawKernel(envd_config=True)
-        await asyncio.gather(plain.start(), configured.start())
         try:
+            await raw.start_all([plain, configured])
             for kernel in (plain, configured):
                 await kernel.execute("x = 0")
             sbx.run_code("x = 0")
@@ -40,7 +40,7 @@ def run_code_rtt(sbx: Sandbox, count: int) -> list[Target]:
                 same += (await raw.kernel_rtt(configured, count // ROUNDS)).samples
             return Latency(ours), Latency(base), Latency(same)
         finally:
-            await asyncio.gather(plain.stop(), configured.stop())
+            await raw.stop_all([plain, configured])
 
     ours, base, same = asyncio.run(measure())
     met = ours.p50 <= 1.3 * base.p50 and ours.p99 <= 2 * base.p99
@@ -69,8 +69,8 @@ def _sdk_print_rate(sbx: Sandbox, lines: int) -> float:
 def run_code_streaming(sbx: Sandbox, lines: int) -> Target:
     async def measure() -> tuple[float, float]:
         kernel = raw.RawKernel()
-        await kernel.start()
         try:
+            await kernel.start()
             ours, base = [], []
             for _ in range(ROUNDS):
                 base.append(lines / await raw.kernel_print_lines(kernel, lines))
@@ -122,9 +122,9 @@ def concurrent_contexts(daemon: DaemonProcess, contexts: int, runs: int) -> list
         await asyncio.gather(*(sbx.run_code("x = 0", context=c) for c in made))
         plain = [raw.RawKernel() for _ in range(contexts)]
         configured = [raw.RawKernel(envd_config=True) for _ in range(contexts)]
-        await asyncio.gather(*(k.start() for k in plain + configured))
-        await asyncio.gather(*(k.execute("x = 0") for k in plain + configured))
         try:
+            await raw.start_all(plain + configured)
+            await asyncio.gather(*(k.execute("x = 0") for k in plain + configured))
             ours, base, same = [], [], []
             for _ in range(3):
                 before = cpu(bench_process)
@@ -136,7 +136,7 @@ def concurrent_contexts(daemon: DaemonProcess, contexts: int, runs: int) -> list
                 same.append(await raw.kernels_concurrent(configured, runs))
             return statistics.median(ours), statistics.median(base), statistics.median(same)
         finally:
-            await asyncio.gather(*(k.stop() for k in plain + configured))
+            await raw.stop_all(plain + configured)
             for context in made:
                 await sbx.remove_code_context(context)
 

@@ -31,6 +31,7 @@ class RawKernel:
 
     def __init__(self, envd_config: bool = False) -> None:
         self.arguments = [f"--config={ENVD_KERNEL_CONFIG}"] if envd_config else []
+        self.manager: AsyncKernelManager | None = None
 
     async def start(self) -> None:
         self.manager = AsyncKernelManager(kernel_name="python3")
@@ -53,8 +54,29 @@ class RawKernel:
                 return streams
 
     async def stop(self) -> None:
-        self.client.stop_channels()
-        await self.manager.shutdown_kernel(now=True)
+        """Safe on a kernel that never started or failed to."""
+        if self.manager is None:
+            return
+        if getattr(self, "client", None) is not None:
+            self.client.stop_channels()
+        if self.manager.has_kernel:
+            await self.manager.shutdown_kernel(now=True)
+
+
+async def start_all(kernels: list[RawKernel], at_once: int = 4) -> None:
+    """Start kernels a few at a time: 16 launches at once on 2 cores can exceed
+    jupyter_client's 60 s readiness wait."""
+    gate = asyncio.Semaphore(at_once)
+
+    async def start(kernel: RawKernel) -> None:
+        async with gate:
+            await kernel.start()
+
+    await asyncio.gather(*(start(k) for k in kernels))
+
+
+async def stop_all(kernels: list[RawKernel]) -> None:
+    await asyncio.gather(*(k.stop() for k in kernels), return_exceptions=True)
 
 
 async def kernel_rtt(kernel: RawKernel, count: int) -> Latency:
