@@ -12,6 +12,8 @@ import asyncio
 import fcntl
 import os
 import pty
+import shutil
+import stat
 import struct
 import termios
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ from envd.users import PathError, User, resolve_path
 FALLBACK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PIPE_READ_BYTES = 32 * 1024
 PTY_READ_BYTES = 16 * 1024
+#: util-linux `setpriv`, which switches user after a cheap vfork (see `_as_user`).
+SETPRIV = shutil.which("setpriv", path=FALLBACK_PATH)
 
 
 class SpawnError(Exception):
@@ -88,6 +92,54 @@ def _credentials(user: User) -> dict[str, object]:
     return {"user": user.uid, "group": user.gid, "extra_groups": user.groups()}
 
 
+def _as_user(argv: list[str], env: dict[str, str], cwd: str, user: User) -> tuple[list[str], dict[str, object]]:
+    """The argv and `subprocess` credentials that run `argv` as `user`.
+
+    A child that changes uid/gid/groups after the fork keeps CPython from
+    using vfork, so every spawn copies the daemon's page tables: 5 ms of
+    daemon CPU and 9 ms of wall time at 150 MB RSS, more than `bash -l -c
+    true` itself. util-linux's `setpriv` drops the privileges after a vfork
+    instead (0.7 ms of daemon CPU), keeping the pid and the argv. When the
+    program is not plainly runnable by the user, the slow path runs so that
+    the exec error is reported exactly as before.
+    """
+    if os.geteuid() != 0:
+        return argv, {}
+    groups = user.groups()
+    if (user.uid, user.gid) == (os.getuid(), os.getgid()) and set(groups) == set(os.getgroups()):
+        return argv, {}  # already that user: nothing to switch
+    if SETPRIV is None or not _runnable(argv[0], env, cwd, user, groups):
+        return argv, _credentials(user)
+    group_option = f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"
+    return [SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", group_option, "--", *argv], {}
+
+
+def _runnable(program: str, env: dict[str, str], cwd: str, user: User, groups: list[int]) -> bool:
+    """Whether `execvp(program)` finds a regular file the user may execute (mode bits)."""
+    if "/" in program:
+        candidates = [os.path.join(cwd, program)]
+    else:
+        candidates = [os.path.join(d or ".", program) for d in os.get_exec_path(env)]
+    for path in candidates:
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            continue
+        if user.uid == 0:
+            allowed = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+        elif info.st_uid == user.uid:
+            allowed = stat.S_IXUSR
+        elif info.st_gid in groups:
+            allowed = stat.S_IXGRP
+        else:
+            allowed = stat.S_IXOTH
+        if info.st_mode & allowed:
+            return True
+    return False
+
+
 async def spawn_pipes(
     argv: list[str], env: dict[str, str], cwd: str, user: User, with_stdin: bool
 ) -> Spawned:
@@ -96,6 +148,7 @@ async def spawn_pipes(
     err_r, err_w = os.pipe()
     in_r, in_w = os.pipe() if with_stdin else (None, None)
     ours = [out_r, err_r] + ([in_w] if in_w is not None else [])
+    argv, credentials = _as_user(argv, env, cwd, user)
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -105,7 +158,7 @@ async def spawn_pipes(
             cwd=cwd,
             env=env,
             start_new_session=True,
-            **_credentials(user),
+            **credentials,
         )
     except BaseException:
         for fd in ours:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import grp
+import os
+import pwd
+import subprocess
 
 import aiohttp
 import psutil
@@ -152,6 +156,37 @@ async def test_exec_failure_names_the_command(daemon, http) -> None:
     _, end = await stream(http, daemon.url, "Start", start_request("/no/such/binary", "arg"))
     assert end["error"]["code"] == "invalid_argument"
     assert end["error"]["message"].startswith("error starting process '/no/such/binary arg': ")
+
+
+async def test_program_the_user_may_not_run_is_an_exec_error(daemon, http, tmp_path) -> None:
+    """Not a process that exits 126: the same error as a missing program."""
+    program = tmp_path / "root-only"
+    program.write_text("#!/bin/sh\necho ran\n")
+    program.chmod(0o700)
+    os.chmod(tmp_path, 0o755)
+    as_user = {"Authorization": "Basic " + b64(b"user:")}
+    _, end = await stream(http, daemon.url, "Start", start_request(str(program)), headers=as_user)
+    assert end["error"]["code"] == "invalid_argument"
+    assert end["error"]["message"] == f"error starting process '{program}': Permission denied: {program}"
+    as_root = {"Authorization": "Basic " + b64(b"root:")}
+    messages, end = await stream(http, daemon.url, "Start", start_request(str(program)), headers=as_root)
+    assert end == {} and output(messages) == b"ran\n"
+
+
+async def test_every_supplementary_group_is_set(daemon, http) -> None:
+    group = f"envd-test-{os.getpid()}"
+    subprocess.run(["groupadd", group], check=True)
+    try:
+        subprocess.run(["gpasswd", "-a", "user", group], check=True, capture_output=True)
+        gid = grp.getgrnam(group).gr_gid
+        entry = pwd.getpwnam("user")
+        as_user = {"Authorization": "Basic " + b64(b"user:")}
+        messages, _ = await stream(http, daemon.url, "Start", start_request("id", "-G"), headers=as_user)
+        groups = sorted(int(g) for g in output(messages).split())
+        assert groups == sorted({entry.pw_gid, gid, *os.getgrouplist("user", entry.pw_gid)})
+        assert gid in groups
+    finally:
+        subprocess.run(["groupdel", group], check=True)
 
 
 async def test_cwd_that_does_not_exist(daemon, http) -> None:
