@@ -25,8 +25,10 @@ from envd.users import PathError, User, resolve_path
 FALLBACK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PIPE_READ_BYTES = 32 * 1024
 PTY_READ_BYTES = 16 * 1024
-#: util-linux `setpriv`, which switches user after a cheap vfork (see `_as_user`).
+#: util-linux `setpriv` and `setsid`: user switch and new session after a cheap
+#: vfork (see `_as_user`); without them children are forked the slow way.
 SETPRIV = shutil.which("setpriv", path=FALLBACK_PATH)
+SETSID = shutil.which("setsid", path=FALLBACK_PATH)
 
 
 class SpawnError(Exception):
@@ -188,20 +190,27 @@ def _take_controlling_terminal() -> None:
 async def spawn_pty(
     argv: list[str], env: dict[str, str], cwd: str, user: User, cols: int, rows: int
 ) -> Spawned:
-    """The child gets a PTY slave as fds 0-2 and controlling terminal; we keep the master."""
+    """The child gets a PTY slave as fds 0-2 and controlling terminal; we keep the master.
+
+    util-linux's `setsid --ctty` makes the new session and takes the
+    terminal after a vfork; a `preexec_fn` would force a full fork of the
+    daemon (see `_as_user`). Not being a group leader, it does not fork.
+    """
+    argv, credentials = _as_user(argv, env, cwd, user)
+    fast = SETSID is not None and not credentials
     master, slave = pty.openpty()
     try:
         set_window_size(slave, cols, rows)
         proc = await asyncio.create_subprocess_exec(
-            *argv,
+            *([SETSID, "--ctty", *argv] if fast else argv),
             stdin=slave,
             stdout=slave,
             stderr=slave,
             cwd=cwd,
             env=env,
-            start_new_session=True,
-            preexec_fn=_take_controlling_terminal,
-            **_credentials(user),
+            start_new_session=not fast,
+            preexec_fn=None if fast else _take_controlling_terminal,
+            **credentials,
         )
     except BaseException:
         close_quietly(master)

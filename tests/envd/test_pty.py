@@ -53,6 +53,18 @@ def test_pty_runs_as_user_with_controlling_terminal(sandbox) -> None:
     assert f"who=user sid={terminal.pid} pid={terminal.pid}" in text
 
 
+def test_pty_ctrl_c_interrupts_the_foreground_job(sandbox) -> None:
+    """^C reaches `sleep` through the terminal: the PTY is the shell's controlling tty."""
+    terminal = sandbox.pty.create(PtySize(rows=24, cols=80))
+    sandbox.pty.send_stdin(terminal.pid, b"sleep 60\n")
+    _wait_until(lambda: "sleep 60" in sandbox.commands.run(f"ps -o args= --ppid {terminal.pid}").stdout)
+    sandbox.pty.send_stdin(terminal.pid, b"\x03")
+    sandbox.pty.send_stdin(terminal.pid, b"exit\n")
+    with pytest.raises(CommandExitException) as info:
+        terminal.wait()
+    assert info.value.exit_code == 130  # the shell's last status: 128 + SIGINT
+
+
 def test_pty_exit_only(sandbox) -> None:
     terminal = sandbox.pty.create(PtySize(rows=24, cols=80))
     sandbox.pty.send_stdin(terminal.pid, b"exit\n")
