@@ -14,6 +14,7 @@ from envd import middleware as mw
 from envd.config import Config
 from envd.connect import ConnectServer, Rpc
 from envd.filesystem import FilesystemService
+from envd.http.compose import ComposeRoutes
 from envd.http.files import FileRoutes
 from envd.http.system import SystemRoutes, health
 from envd.process import ProcessService
@@ -67,7 +68,10 @@ class Daemon:
         )
         app.on_response_prepare.append(mw.add_cors_to_streams)
         app.add_routes(
-            SystemRoutes(config).routes() + FileRoutes(config).routes() + self.connect.routes()
+            SystemRoutes(config).routes()
+            + FileRoutes(config).routes()
+            + ComposeRoutes(config).routes()
+            + self.connect.routes()
         )
         if config.single_port and self.code_interpreter is not None:
             for middleware in self.code_interpreter.middlewares():
