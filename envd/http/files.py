@@ -13,6 +13,7 @@ import os
 import posixpath
 import re
 import stat
+import uuid
 import zlib
 from collections.abc import AsyncIterator
 from email.utils import formatdate, parsedate_to_datetime
@@ -450,14 +451,15 @@ async def _send_file(
     start, end = 0, size
     status = 200
     range_header = request.headers.get("Range")
-    # Several ranges would need multipart/byteranges; ignoring Range is allowed.
-    if range_header and "," not in range_header and _if_range_matches(request, last_modified):
-        parsed = parse_range(range_header, size)
-        if parsed is None:
+    if range_header and _if_range_matches(request, last_modified):
+        ranges = parse_ranges(range_header, size)
+        if ranges is None:
             return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{size}"})
-        start, end = parsed
-        status = 206
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        if len(ranges) > 1:
+            return await _send_ranges(request, fd, ranges, size, headers)
+        if ranges:
+            (start, end), status = ranges[0], 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = end - start
     await response.prepare(request)
@@ -538,24 +540,77 @@ def _read_compressed(fd: int, offset: int, compressor: Any) -> tuple[bytes, int]
     return compressor.compress(chunk), len(chunk)
 
 
-def parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """A single `bytes=a-b` range as a half-open (start, end); None if unsatisfiable."""
+def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
+    """`bytes=a-b, c-, -n` as half-open (start, end) pairs, as Go's file server reads them.
+
+    None: unsatisfiable or malformed (416). Ranges starting past the end are
+    dropped; an empty list means "send the whole file", also when the ranges
+    add up to more than the file (Go's guard against amplified responses).
+    """
     unit, _, spec = header.partition("=")
     if unit.strip().lower() != "bytes":
         return None
-    match = _RANGE.match(spec)
-    if match is None:
-        return None
-    first, last = match.groups()
-    if first == "":
-        if last == "" or int(last) == 0:
+    ranges = []
+    for item in spec.split(","):
+        if not item.strip():
+            continue
+        match = _RANGE.match(item)
+        if match is None:
             return None
-        return max(size - int(last), 0), size
-    start = int(first)
-    end = size if last == "" else min(int(last) + 1, size)
-    if start >= size or end <= start:
+        first, last = match.groups()
+        if first == "":
+            if last == "":
+                return None
+            if int(last) == 0:
+                continue  # `-0`: nothing of the file
+            ranges.append((max(size - int(last), 0), size))
+            continue
+        start = int(first)
+        if last != "" and int(last) < start:
+            return None
+        if start >= size:
+            continue  # begins past the end: does not overlap
+        ranges.append((start, size if last == "" else min(int(last) + 1, size)))
+    if not ranges:
         return None
-    return start, end
+    if sum(end - start for start, end in ranges) > size:
+        return []
+    return ranges
+
+
+async def _send_ranges(
+    request: web.Request, fd: int, ranges: list[tuple[int, int]], size: int, headers: dict[str, str]
+) -> web.StreamResponse:
+    """206 `multipart/byteranges`: one part per range, each with its Content-Range."""
+    boundary = uuid.uuid4().hex
+    part_type = headers["Content-Type"]
+    heads = [
+        (f"--{boundary}\r\n" if index == 0 else f"\r\n--{boundary}\r\n")
+        + f"Content-Range: bytes {start}-{end - 1}/{size}\r\nContent-Type: {part_type}\r\n\r\n"
+        for index, (start, end) in enumerate(ranges)
+    ]
+    closing = f"\r\n--{boundary}--\r\n"
+    response = web.StreamResponse(
+        status=206,
+        headers={**headers, "Content-Type": f"multipart/byteranges; boundary={boundary}"},
+    )
+    response.content_length = (
+        sum(len(head) for head in heads) + sum(end - start for start, end in ranges) + len(closing)
+    )
+    await response.prepare(request)
+    try:
+        for head, (start, end) in zip(heads, ranges):
+            await response.write(head.encode())
+            if await _copy_chunks(response, fd, start, end) < end - start:
+                # The file shrank: a short body must not look complete (as in _stream_plain).
+                response.force_close()
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+        await response.write_eof(closing.encode())
+    except ConnectionError:
+        pass
+    return response
 
 
 def _not_modified(request: web.Request, mtime: float) -> bool:

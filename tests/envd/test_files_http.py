@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import gzip
 import json
 import os
@@ -192,6 +194,32 @@ def test_download_headers_and_ranges(daemon, home_dir) -> None:
     assert (status, raw) == (206, b"789")
     status, headers, _ = http(url, headers={"Range": "bytes=50-"})
     assert (status, headers["Content-Range"]) == (416, "bytes */10")
+
+
+def test_several_ranges_come_as_multipart_byteranges(daemon, home_dir) -> None:
+    path = f"{home_dir}/r.txt"
+    with open(path, "wb") as file:
+        file.write(b"0123456789")
+    url = files_url(daemon, path=path)
+    status, headers, raw = http(url, headers={"Range": "bytes=0-1, 5-, -2"})
+    assert status == 206
+    media_type, _, boundary = headers["Content-Type"].partition("; boundary=")
+    assert media_type == "multipart/byteranges" and int(headers["Content-Length"]) == len(raw)
+    message = email.message_from_bytes(
+        f"Content-Type: {headers['Content-Type']}\r\n\r\n".encode() + raw, policy=email.policy.HTTP
+    )
+    parts = [(p["Content-Range"], p.get_content_type(), p.get_payload(decode=True)) for p in message.iter_parts()]
+    assert parts == [
+        ("bytes 0-1/10", "text/plain", b"01"),
+        ("bytes 5-9/10", "text/plain", b"56789"),
+        ("bytes 8-9/10", "text/plain", b"89"),
+    ]
+    assert raw.endswith(f"\r\n--{boundary}--\r\n".encode())
+    status, headers, raw = http(url, headers={"Range": "bytes=50-, 2-3"})  # past the end: dropped
+    assert (status, raw, headers["Content-Range"]) == (206, b"23", "bytes 2-3/10")
+    status, _, raw = http(url, headers={"Range": "bytes=0-8, 1-9"})  # more than the file: all of it
+    assert (status, raw) == (200, b"0123456789")
+    assert http(url, headers={"Range": "bytes=5-2, 0-1"})[0] == 416
 
 
 def test_accept_encoding_negotiation(daemon, home_dir) -> None:
