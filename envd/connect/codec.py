@@ -9,6 +9,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from envd.connect.errors import Code, ConnectError
+from envd.connect.protojson import message_to_dict
 
 M = TypeVar("M", bound=Message)
 
@@ -40,7 +41,7 @@ class JsonCodec:
         return message
 
     def encode(self, message: Message) -> bytes:
-        as_dict = json_format.MessageToDict(message)
+        as_dict = message_to_dict(message)
         return json.dumps(as_dict, separators=(",", ":")).encode()
 
 
