@@ -146,11 +146,11 @@ async def spawn_pipes(
     argv: list[str], env: dict[str, str], cwd: str, user: User, with_stdin: bool
 ) -> Spawned:
     """Separate stdout/stderr pipes; stdin a pipe or `/dev/null`."""
+    argv, credentials = _as_user(argv, env, cwd, user)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     in_r, in_w = os.pipe() if with_stdin else (None, None)
     ours = [out_r, err_r] + ([in_w] if in_w is not None else [])
-    argv, credentials = _as_user(argv, env, cwd, user)
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
