@@ -24,10 +24,10 @@ from aiohttp import web
 from envd.config import Config
 from envd.filesystem.paths import ensure_dir
 from envd.http.errors import TransferError, http_error
-from envd.http.upload import run_blocking
-from envd.users import PathError, User, UserError, lookup_user, resolve_path
+from envd.http.files import user_or_401
+from envd.http.upload import NO_SPACE, run_blocking
+from envd.users import PathError, User, resolve_path
 
-_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 #: `copy_file_range` cannot serve these pairs of files; `sendfile` can.
 _NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM}
 _CHUNK_BYTES = 64 * 1024 * 1024
@@ -67,12 +67,7 @@ class ComposeRoutes:
             name = self.config.default_user
             if not name:
                 raise TransferError(400, "no user specified")
-        try:
-            return lookup_user(str(name))
-        except UserError:
-            raise TransferError(
-                401, f"error looking up user '{name}': user: unknown user {name}"
-            ) from None
+        return user_or_401(str(name))
 
     def _resolve(self, path: str, user: User, what: str) -> str:
         try:
@@ -126,7 +121,7 @@ async def _assemble(sources: list[str], destination: str, user: User) -> None:
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     except OSError as exc:
-        if exc.errno in _NO_SPACE:
+        if exc.errno in NO_SPACE:
             raise TransferError(507, "not enough disk space available") from None
         raise TransferError(500, f"error creating destination file: {exc}") from None
     try:
@@ -161,7 +156,7 @@ def _append(out_fd: int, source: str) -> None:
     try:
         _copy(in_fd, out_fd)
     except OSError as exc:
-        if exc.errno in _NO_SPACE:
+        if exc.errno in NO_SPACE:
             raise TransferError(507, "not enough disk space available") from None
         raise TransferError(500, f"error composing source {source}: {exc}") from None
     finally:

@@ -118,12 +118,7 @@ class FileRoutes:
             name = self.config.default_user
             if not name:
                 raise TransferError(400, "username not provided")
-        try:
-            return lookup_user(name)
-        except UserError:
-            raise TransferError(
-                401, f"error looking up user '{name}': user: unknown user {name}"
-            ) from None
+        return user_or_401(name)
 
     def _resolve(self, path: str, user: User) -> str:
         try:
@@ -180,6 +175,14 @@ class BodyError(TransferError):
 
 class _PlainBadRequest(Exception):
     """A parameter-binding failure, which upstream answers with plain text."""
+
+
+def user_or_401(name: str) -> User:
+    """The named user; an unknown one is `401` with Go's `user.Lookup` wording."""
+    try:
+        return lookup_user(name)
+    except UserError:
+        raise TransferError(401, f"error looking up user '{name}': user: unknown user {name}") from None
 
 
 def _close_after(request: web.Request, response: web.Response) -> web.Response:

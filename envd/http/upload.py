@@ -29,7 +29,7 @@ WRITE_BUFFER_BYTES = 1024 * 1024
 #: Below this a write is quick enough to do on the event loop.
 INLINE_WRITE_BYTES = 64 * 1024
 
-_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+NO_SPACE = {errno.ENOSPC, errno.EDQUOT}  # errnos that mean 507
 
 
 async def run_blocking(function: Callable[..., T], *args: Any) -> T:
@@ -70,7 +70,7 @@ class FileUpload:
             # O_NONBLOCK: opening a FIFO (swapped in after the check) must never block.
             fd = os.open(self.path, flags, 0o666)
         except OSError as exc:
-            if exc.errno in _NO_SPACE:
+            if exc.errno in NO_SPACE:
                 raise TransferError(507, f"not enough inodes available: {exc}") from None
             if exc.errno == errno.ENXIO:  # a FIFO without a reader
                 raise TransferError(400, _not_regular(self.path, stat.S_IFIFO)) from None
@@ -85,7 +85,7 @@ class FileUpload:
             raise
         except OSError as exc:
             os.close(fd)
-            if exc.errno in _NO_SPACE:
+            if exc.errno in NO_SPACE:
                 raise TransferError(507, f"not enough disk space available: {exc}") from None
             raise TransferError(500, f"error opening file: {exc}") from None
         self._fd = fd
@@ -130,7 +130,7 @@ class FileUpload:
         try:
             replace_metadata(self._fd, metadata)
         except OSError as exc:
-            if exc.errno in _NO_SPACE:
+            if exc.errno in NO_SPACE:
                 raise TransferError(507, f"not enough space for file metadata: {exc}") from None
             raise TransferError(500, f"error setting file metadata: {exc}") from None
         stored = read_metadata(self._fd)
@@ -163,7 +163,7 @@ class FileUpload:
             else:
                 await run_blocking(_write_all, self._fd, data)
         except OSError as exc:
-            if exc.errno in _NO_SPACE:
+            if exc.errno in NO_SPACE:
                 raise TransferError(507, "not enough disk space available") from None
             raise TransferError(500, f"error writing file: {exc}") from None
 
