@@ -59,7 +59,7 @@ class Daemon:
             client_max_size=MAX_BODY_BYTES,
             middlewares=[
                 mw.access_log,
-                mw.api_selector(config.code_port, config.single_port),
+                mw.api_selector(config.single_port),
                 mw.only_for(mw.ENVD, mw.plain_not_found),
                 mw.only_for(mw.ENVD, mw.cors),
                 mw.only_for(mw.ENVD, mw.access_token_gate(config)),
@@ -74,7 +74,7 @@ class Daemon:
             + self.connect.routes()
         )
         if config.single_port and self.code_interpreter is not None:
-            for middleware in self.code_interpreter.middlewares():
+            for middleware in self._code_middlewares():
                 app.middlewares.append(mw.only_for(mw.CODE, middleware))
             app.add_routes(self.code_interpreter.routes())
             app.add_routes([web.get("/health", self._shared_health, allow_head=False)])
@@ -86,11 +86,15 @@ class Daemon:
         assert self.code_interpreter is not None
         app = web.Application(
             client_max_size=MAX_BODY_BYTES,
-            middlewares=[mw.access_log, *self.code_interpreter.middlewares()],
+            middlewares=[mw.access_log, *self._code_middlewares()],
         )
         app.add_routes(self.code_interpreter.routes())
         app.add_routes([web.get("/health", self.code_interpreter.health, allow_head=False)])
         return app
+
+    def _code_middlewares(self) -> list[mw.Middleware]:
+        assert self.code_interpreter is not None
+        return [*self.code_interpreter.middlewares(), mw.execute_token_gate(self.config)]
 
     async def _shared_health(self, request: web.Request) -> web.StreamResponse:
         if request.get(mw.API_KEY) == mw.CODE and self.code_interpreter is not None:
@@ -98,15 +102,15 @@ class Daemon:
         return await health(request)
 
     async def start(self) -> None:
-        """Bind only once everything is ready, so `/health` never lies."""
+        """Listen first; kernels start afterwards (requests that need one wait for it)."""
         _check_default_user(self.config)
         become_subreaper()
         self.reaper.start()
-        if self.code_interpreter is not None:
-            await self.code_interpreter.start()
         await self._serve(self.envd_app(), self.config.port)
         if self.code_interpreter is not None and not self.config.single_port:
             await self._serve(self.code_app(), self.config.code_port)
+        if self.code_interpreter is not None:
+            self.code_interpreter.start()
 
     async def _serve(self, app: web.Application, port: int) -> None:
         runner = web.AppRunner(

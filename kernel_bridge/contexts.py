@@ -22,7 +22,8 @@ from typing import Callable, Optional
 from jupyter_client.kernelspec import NoSuchKernel
 
 from . import languages
-from .execution import consume
+from .errors import ContextError
+from .execution import Execution, consume
 from .kernel import CLOSED, DEAD, Kernel, KernelStartError
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,6 @@ CLEANUP_TIMEOUT = 30.0
 # Variables of the daemon that must not leak into user kernels.
 _PRIVATE_ENV_PREFIXES = ("ENVD_", "E2B_ACCESS_TOKEN")
 _DROPPED_ENV = ("MPLBACKEND", "JPY_PARENT_PID", "JPY_SESSION_NAME")
-
-
-class ContextError(Exception):
-    """A route-level failure; `str()` is the exact plain-text body for the client."""
 
 
 class Context:
@@ -65,6 +62,12 @@ class Context:
 
     def describe(self) -> dict[str, str]:
         return {"id": self.id, "language": self.language, "cwd": self.cwd}
+
+    def execute(self, code: str, env_vars: dict[str, str], max_output_bytes: int) -> Execution:
+        """Start running `code` here; the returned execution streams its lines."""
+        execution = Execution(self, code, env_vars, max_output_bytes)
+        execution.start()
+        return execution
 
     def track(self, task: asyncio.Task) -> None:
         """Keep a strong reference to tasks owned by this context (executions, cleanups)."""

@@ -17,7 +17,8 @@ import sys
 import warnings
 from typing import Iterable, Mapping, Optional
 
-from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+# jupyter_client is imported where specs are read, not here: the HTTP layer
+# uses this module while the daemon starts, before any kernel is needed.
 
 PYTHON = "python"
 JAVASCRIPT = "javascript"
@@ -62,6 +63,8 @@ def provide_package_kernels(data_dir: str) -> None:
     The specs run the package with this interpreter, so a `pip install` of
     the project is all a bash context needs.
     """
+    from jupyter_client.kernelspec import KernelSpecManager
+
     existing = KernelSpecManager().find_kernel_specs()
     missing = [
         name
@@ -90,6 +93,8 @@ def installed_kernel_specs() -> dict[str, str]:
     A spec left behind without its runtime (e.g. the Java kernel without a JRE)
     is reported as "not available" instead of failing at launch.
     """
+    from jupyter_client.kernelspec import KernelSpecManager
+
     found = {}
     with warnings.catch_warnings():
         # bash_kernel's kernel.json carries a legacy top-level key traitlets warns about
@@ -109,6 +114,8 @@ def resolve_kernel_spec(language: str, installed: Optional[Mapping[str, str]] = 
     Raises NoSuchKernel with the upstream-like message when nothing fits, so the
     route can answer `500 Failed to create context: {...}` (spec 2.3).
     """
+    from jupyter_client.kernelspec import NoSuchKernel
+
     specs = installed if installed is not None else installed_kernel_specs()
     for name in _SPEC_CANDIDATES.get(language, (language,)):
         if name in specs:
@@ -133,14 +140,11 @@ def unavailable_message(language: str, installed: Iterable[str]) -> str:
 def installed_languages(installed: Optional[Mapping[str, str]] = None) -> list[str]:
     """Languages of spec 4.1.3 that have a kernel here (for error messages and tests)."""
     specs = installed if installed is not None else installed_kernel_specs()
-    langs = []
-    for lang in (PYTHON, JAVASCRIPT, TYPESCRIPT, R, JAVA, BASH):
-        try:
-            resolve_kernel_spec(lang, specs)
-        except NoSuchKernel:
-            continue
-        langs.append(lang)
-    return langs
+    return [
+        lang
+        for lang in (PYTHON, JAVASCRIPT, TYPESCRIPT, R, JAVA, BASH)
+        if any(name in specs for name in _SPEC_CANDIDATES.get(lang, (lang,)))
+    ]
 
 
 # ---------------------------------------------------------------- literals

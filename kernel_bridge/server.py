@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Awaitable, Callable, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
 
 from aiohttp import web
 
 from . import languages, messages
-from .contexts import Context, ContextError, Registry
-from .execution import Execution
+from .errors import ContextError
 from .inbox import Inbox
+
+if TYPE_CHECKING:
+    from .contexts import Context, Registry
+    from .execution import Execution
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +147,10 @@ class CodeInterpreter:
         # The caller picks an existing directory (envd/app.py `_code_default_cwd`:
         # /home/user, else the default user's home); it is not second-guessed here.
         self.default_cwd = default_cwd
-        self.registry = Registry(self.default_cwd, global_envs)
+        self._global_envs = global_envs
         self.max_output_bytes = max_output_bytes
-        self._started = False
+        self._warmup: asyncio.Task[None] | None = None
+        self._stopping = False
         self._relays = 0  # /execute responses being streamed right now
 
     # ------------------------------------------------------------ assembly interface
@@ -164,26 +168,62 @@ class CodeInterpreter:
         return [cors_middleware, json_errors_middleware]
 
     async def health(self, request: web.Request) -> web.StreamResponse:
-        """Spec 2.1: JSON string "OK" once the default contexts exist."""
-        if not self._started:
-            return web.json_response("Starting", status=503)
+        """Spec 2.1: JSON string "OK" while serving.
+
+        The default contexts start behind it (see `start`): a request that
+        needs a kernel waits for it, so a sandbox is reachable at once.
+        """
+        if self._stopping:
+            return web.json_response("Stopping", status=503)
         return web.json_response("OK")
 
-    async def start(self) -> None:
-        extra = tuple(
-            lang for lang in (languages.JAVASCRIPT,) if lang in self.registry.installed_languages()
-        )
-        await self.registry.start(extra_defaults=extra)
-        self._started = True
+    def start(self) -> None:
+        """Load the kernel machinery and create the default contexts in the background.
+
+        Called once the daemon listens: jupyter_client, the kernel specs and
+        the kernels themselves cost a second or more, which `/health` and the
+        envd API need not wait for. Handlers wait for the registry instead.
+        """
+        self._registry_ready: asyncio.Future[Registry] = asyncio.get_running_loop().create_future()
+        self._warmup = asyncio.create_task(self._warm_up())
+
+    async def _warm_up(self) -> None:
+        try:
+            registry = await asyncio.to_thread(_new_registry, self.default_cwd, self._global_envs)
+        except BaseException as exc:
+            self._registry_ready.set_exception(exc)
+            raise
+        self._registry_ready.set_result(registry)
+        extra = tuple(lang for lang in (languages.JAVASCRIPT,) if lang in registry.installed_languages())
+        try:
+            await registry.start(extra_defaults=extra)
+        except ContextError as exc:
+            # Not fatal: envd keeps serving, and the next run_code retries (and reports it).
+            log.error("default python context not created: %s", exc)
+
+    async def _registry(self) -> Registry:
+        """The context registry, once the background start has built it."""
+        return await asyncio.shield(self._registry_ready)
+
+    async def _defaults_created(self) -> None:
+        """Wait for the start-up contexts, so listings right after start are complete."""
+        await asyncio.gather(asyncio.shield(self._warmup), return_exceptions=True)
 
     async def stop(self) -> None:
-        self._started = False
+        self._stopping = True
+        self._warmup.cancel()
+        await asyncio.gather(self._warmup, return_exceptions=True)
+        if not self._registry_ready.done() or self._registry_ready.cancelled():
+            return
+        if self._registry_ready.exception() is not None:
+            return
+        registry = self._registry_ready.result()
         try:
-            await asyncio.wait_for(self.registry.stop(), timeout=STOP_TIMEOUT)
+            await asyncio.wait_for(registry.stop(), timeout=STOP_TIMEOUT)
         except asyncio.TimeoutError:
             log.warning("kernel shutdown exceeded %.1fs, killing the rest", STOP_TIMEOUT)
-        self.registry.kill_all()
-        self.registry.runtime.close()
+        registry.kill_all()
+        registry.runtime.close()
 
     # ------------------------------------------------------------ /execute
 
@@ -201,8 +241,7 @@ class CodeInterpreter:
             return _text(500, str(exc))
         if context is None:
             return _text(404, f"Context {context_id} not found")
-        execution = Execution(context, code, env_vars, self.max_output_bytes)
-        execution.start()
+        execution = context.execute(code, env_vars, self.max_output_bytes)
         return await self._relay(request, execution)
 
     @staticmethod
@@ -219,11 +258,12 @@ class CodeInterpreter:
 
     async def _resolve_context(self, context_id: Optional[str], language: Optional[str]) -> Optional[Context]:
         """Spec 2.2.2; lazily (re)creates language defaults, returns None for unknown ids."""
+        registry = await self._registry()
         if language:
-            return await self.registry.default_for(languages.normalise(language))
+            return await registry.default_for(languages.normalise(language))
         if context_id:
-            return self.registry.get(context_id)
-        return await self.registry.default_for(languages.PYTHON)
+            return registry.get(context_id)
+        return await registry.default_for(languages.PYTHON)
 
     async def _relay(self, request: web.Request, execution: Execution) -> web.StreamResponse:
         """Lines as they come, keepalive after 5 s of silence (3.6).
@@ -281,7 +321,9 @@ class CodeInterpreter:
     # ------------------------------------------------------------ /contexts
 
     async def list_contexts(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response([c.describe() for c in self.registry.contexts.values()])
+        await self._defaults_created()
+        registry = await self._registry()
+        return web.json_response([c.describe() for c in registry.contexts.values()])
 
     async def create_context(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -294,7 +336,8 @@ class CodeInterpreter:
         except ValidationFailed as exc:
             return _unprocessable(exc.detail)
         try:
-            context = await self.registry.create(
+            registry = await self._registry()
+            context = await registry.create(
                 languages.normalise(language), cwd or self.default_cwd
             )
         except ContextError as exc:
@@ -303,11 +346,12 @@ class CodeInterpreter:
 
     async def delete_context(self, request: web.Request) -> web.StreamResponse:
         context_id = request.match_info["context_id"]
-        context = self.registry.get(context_id)
+        registry = await self._registry()
+        context = registry.get(context_id)
         if context is None:
             return _text(404, f"Context {context_id} not found")
         try:
-            await asyncio.shield(self.registry.delete(context))
+            await asyncio.shield(registry.delete(context))
         except Exception:
             log.exception("deleting context %s failed", context_id)
             return _text(500, f"Failed to remove context {context_id}")
@@ -315,7 +359,7 @@ class CodeInterpreter:
 
     async def restart_context(self, request: web.Request) -> web.StreamResponse:
         context_id = request.match_info["context_id"]
-        context = self.registry.get(context_id)
+        context = (await self._registry()).get(context_id)
         if context is None:
             return _text(404, f"Context {context_id} not found")
         try:
@@ -383,3 +427,10 @@ async def json_errors_middleware(request: web.Request, handler: Handler) -> web.
         return web.json_response({"detail": "Method Not Allowed"}, status=405, headers={"Allow": allow})
     except web.HTTPNotFound:
         return web.json_response({"detail": "Not Found"}, status=404)
+
+
+def _new_registry(default_cwd: str, global_envs: Callable[[], dict[str, str]]) -> Registry:
+    """Import the Jupyter machinery and build the registry (blocking: run in a thread)."""
+    from .contexts import Registry
+
+    return Registry(default_cwd, global_envs)
