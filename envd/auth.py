@@ -20,8 +20,17 @@ class SignatureError(Exception):
 
 
 def token_matches(expected: str, given: str | None) -> bool:
-    """Compare in constant time, so the token cannot be guessed byte by byte."""
-    return given is not None and hmac.compare_digest(expected.encode(), given.encode())
+    """Compare in constant time, so the token cannot be guessed byte by byte.
+
+    A header that is not text (aiohttp hands undecodable bytes over as
+    surrogates) is simply not the token.
+    """
+    if given is None:
+        return False
+    try:
+        return hmac.compare_digest(expected.encode(), given.encode())
+    except UnicodeEncodeError:
+        return False
 
 
 def sign(path: str, operation: str, username: str, token: str, expiration: int | None) -> str:

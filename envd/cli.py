@@ -43,7 +43,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="K=V",
         help="global env var for every process, repeatable [ENVD_ENVS=K=V,K2=V2]",
     )
-    parser.add_argument("--access-token", default=_env("ACCESS_TOKEN"), help="[ENVD_ACCESS_TOKEN]")
+    parser.add_argument(
+        "--access-token",
+        default=None,
+        help="token every request must carry; prefer ENVD_ACCESS_TOKEN or --access-token-file, "
+        "since a command line is visible to every local user [ENVD_ACCESS_TOKEN]",
+    )
+    parser.add_argument(
+        "--access-token-file",
+        default=_env("ACCESS_TOKEN_FILE"),
+        metavar="PATH",
+        help="read the access token from this file (trailing newline ignored) [ENVD_ACCESS_TOKEN_FILE]",
+    )
     parser.add_argument(
         "--no-code-interpreter",
         action="store_true",
@@ -57,6 +68,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         version=f"{ENVD_PROTOCOL_VERSION} (envd-py {__version__})",
     )
     return parser.parse_args(argv)
+
+
+def access_token(args: argparse.Namespace) -> str:
+    """The token from the flag, the file or the environment, in that order."""
+    if args.access_token is not None:
+        logging.getLogger("envd").warning(
+            "--access-token is readable by every local user (ps); "
+            "use ENVD_ACCESS_TOKEN or --access-token-file instead"
+        )
+        return args.access_token
+    if args.access_token_file:
+        try:
+            with open(args.access_token_file, encoding="utf-8") as file:
+                return file.read().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            sys.exit(f"envd: cannot read --access-token-file: {exc}")
+    return _env("ACCESS_TOKEN")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -73,18 +101,19 @@ def config_from_args(args: argparse.Namespace) -> Config:
         code_interpreter=not args.no_code_interpreter,
         default_user=pick_default_user(args.default_user),
         default_workdir=args.default_workdir,
-        access_token=args.access_token,
+        access_token=access_token(args),
         user_envs=envs,
         log_level=args.log_level.upper(),
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = config_from_args(parse_args(argv))
+    args = parse_args(argv)
     logging.basicConfig(
-        level=config.log_level,
+        level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    config = config_from_args(args)
     os.umask(0o022)
     asyncio.run(run(config))

@@ -55,7 +55,7 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
         )
 
 
-def api_selector(code_port: int, single_port: bool) -> Middleware:
+def api_selector(single_port: bool) -> Middleware:
     """Tag each request with the API it belongs to.
 
     On a shared port the code interpreter owns `/execute` and `/contexts*`;
@@ -64,20 +64,19 @@ def api_selector(code_port: int, single_port: bool) -> Middleware:
 
     @web.middleware
     async def select(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request[API_KEY] = _api_of(request, code_port) if single_port else ENVD
+        request[API_KEY] = _api_of(request) if single_port else ENVD
         return await handler(request)
 
     return select
 
 
-def _api_of(request: web.Request, code_port: int) -> str:
+def _api_of(request: web.Request) -> str:
     path = request.path
     if path == "/execute" or path == "/contexts" or path.startswith("/contexts/"):
         return CODE
-    if path == "/health" and request.headers.get("E2b-Sandbox-Port") in (
-        str(code_port),
-        str(CODE_INTERPRETER_PORT),  # what the SDKs send, whatever port we listen on
-    ):
+    # The SDKs name the port of the API they mean, whatever port we listen on
+    # (the shared one may well be 49983 itself).
+    if path == "/health" and request.headers.get("E2b-Sandbox-Port") == str(CODE_INTERPRETER_PORT):
         return CODE
     return ENVD
 
@@ -144,6 +143,25 @@ def access_token_gate(config: Config) -> Middleware:
         if token and (request.method, request.path) not in TOKEN_EXEMPT:
             if not token_matches(token, request.headers.get("X-Access-Token")):
                 return http_error(401, UNAUTHORIZED_MESSAGE)
+        return await handler(request)
+
+    return gate
+
+
+def execute_token_gate(config: Config) -> Middleware:
+    """With a token configured, running code needs it as much as the envd API does.
+
+    The SDKs send `X-Access-Token` on `/execute` only, so only `/execute` asks
+    for it; the context routes stay as open as upstream's. Without this, a
+    cross-origin page could POST code (a `text/plain` body needs no preflight).
+    """
+
+    @web.middleware
+    async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        token = config.access_token
+        if token and request.path == "/execute":
+            if not token_matches(token, request.headers.get("X-Access-Token")):
+                return web.Response(status=401, text=UNAUTHORIZED_MESSAGE, content_type="text/plain")
         return await handler(request)
 
     return gate
