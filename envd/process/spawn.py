@@ -29,6 +29,20 @@ PTY_READ_BYTES = 16 * 1024
 #: vfork (see `_as_user`); without them children are forked the slow way.
 SETPRIV = shutil.which("setpriv", path=FALLBACK_PATH)
 SETSID = shutil.which("setsid", path=FALLBACK_PATH)
+ENV = shutil.which("env", path=FALLBACK_PATH)
+#: What the dynamic loader and libc act on as a program starts: the variables
+#: glibc ignores in setuid programs (its UNSECURE_ENVVARS). `setpriv` and
+#: `setsid` start as root, so they never see the request's values of these;
+#: `env`, already running as the user, puts them back for the program itself.
+LOADER_ENV = frozenset({
+    "GCONV_PATH", "GETCONF_DIR", "GLIBC_TUNABLES", "HOSTALIASES", "LD_AUDIT", "LD_BIND_NOT",
+    "LD_BIND_NOW", "LD_DEBUG", "LD_DEBUG_OUTPUT", "LD_DYNAMIC_WEAK", "LD_HWCAP_MASK",
+    "LD_LIBRARY_PATH", "LD_ORIGIN_PATH", "LD_PRELOAD", "LD_PROFILE", "LD_PROFILE_OUTPUT",
+    "LD_SHOW_AUXV", "LD_USE_LOAD_BIAS", "LOCALDOMAIN", "LOCPATH", "MALLOC_ARENA_MAX",
+    "MALLOC_ARENA_TEST", "MALLOC_PERTURB_", "MALLOC_TCACHE_MAX", "MALLOC_TOP_PAD_",
+    "MALLOC_TRACE", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_",
+    "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TMPDIR", "TZDIR",
+})
 
 
 class SpawnError(Exception):
@@ -94,8 +108,12 @@ def _credentials(user: User) -> dict[str, object]:
     return {"user": user.uid, "group": user.gid, "extra_groups": user.groups()}
 
 
-def _as_user(argv: list[str], env: dict[str, str], cwd: str, user: User) -> tuple[list[str], dict[str, object]]:
-    """The argv and `subprocess` credentials that run `argv` as `user`.
+Launch = tuple[list[str], dict[str, str], dict[str, object]]
+
+
+def _as_user(argv: list[str], env: dict[str, str], cwd: str, user: User) -> Launch:
+    """The argv, the environment to exec it with, and the `subprocess` credentials
+    that run `argv` as `user` with environment `env`.
 
     A child that changes uid/gid/groups after the fork keeps CPython from
     using vfork, so every spawn copies the daemon's page tables: 5 ms of
@@ -103,17 +121,23 @@ def _as_user(argv: list[str], env: dict[str, str], cwd: str, user: User) -> tupl
     true` itself. util-linux's `setpriv` drops the privileges after a vfork
     instead (0.7 ms of daemon CPU), keeping the pid and the argv. When the
     program is not plainly runnable by the user, the slow path runs so that
-    the exec error is reported exactly as before.
+    the exec error is reported exactly as before. The helpers start as root,
+    so they are exec'd without the request's loader variables (`LOADER_ENV`).
     """
     if os.geteuid() != 0:
-        return argv, {}
+        return argv, env, {}
     groups = user.groups()
     if (user.uid, user.gid) == (os.getuid(), os.getgid()) and set(groups) == set(os.getgroups()):
-        return argv, {}  # already that user: nothing to switch
-    if SETPRIV is None or not _runnable(argv[0], env, cwd, user, groups):
-        return argv, _credentials(user)
+        return argv, env, {}  # already that user: nothing to switch
+    helper_env = {key: value for key, value in env.items() if key not in LOADER_ENV}
+    loader_vars = [f"{key}={value}" for key, value in env.items() if key in LOADER_ENV]
+    restorable = not loader_vars or (ENV is not None and "=" not in argv[0])
+    if SETPRIV is None or not restorable or not _runnable(argv[0], env, cwd, user, groups):
+        return argv, env, _credentials(user)
     group_option = f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"
-    return [SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", group_option, "--", *argv], {}
+    switch = [SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", group_option, "--"]
+    restore = [ENV, *loader_vars] if loader_vars else []
+    return [*switch, *restore, *argv], helper_env, {}
 
 
 def _runnable(program: str, env: dict[str, str], cwd: str, user: User, groups: list[int]) -> bool:
@@ -146,7 +170,7 @@ async def spawn_pipes(
     argv: list[str], env: dict[str, str], cwd: str, user: User, with_stdin: bool
 ) -> Spawned:
     """Separate stdout/stderr pipes; stdin a pipe or `/dev/null`."""
-    argv, credentials = _as_user(argv, env, cwd, user)
+    argv, env, credentials = _as_user(argv, env, cwd, user)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     in_r, in_w = os.pipe() if with_stdin else (None, None)
@@ -196,7 +220,7 @@ async def spawn_pty(
     terminal after a vfork; a `preexec_fn` would force a full fork of the
     daemon (see `_as_user`). Not being a group leader, it does not fork.
     """
-    argv, credentials = _as_user(argv, env, cwd, user)
+    argv, env, credentials = _as_user(argv, env, cwd, user)
     fast = SETSID is not None and not credentials
     master, slave = pty.openpty()
     try:
