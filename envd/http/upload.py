@@ -56,65 +56,80 @@ class FileUpload:
         self._buffer = bytearray()
 
     def open(self) -> None:
-        """Parent directories, type check, ownership, open (steps 1-5)."""
+        """Parent directories, type check, open, ownership (steps 1-5).
+
+        A new file is created without following a final symlink (so a
+        dangling link planted by the user cannot make the daemon create a
+        file elsewhere) and given to the user through the descriptor. An
+        existing file is rewritten through links, as upstream, but keeps its
+        owner: the daemon never changes the ownership of what it did not
+        create. Where the owner already is the user, the no-op chown still
+        runs, keeping upstream's event order (CHMOD before WRITE).
+        """
         try:
             ensure_dir(posixpath.dirname(self.path) or "/", self.user)
         except OSError as exc:  # NotADirectoryComponent included: same answer
             raise TransferError(500, f"error ensuring directories: {exc}") from None
-        existed = self._check_target()
-        if existed:
-            self._chown(lambda: os.chown(self.path, self.user.uid, self.user.gid))
-        # O_TRUNC is a no-op on a FIFO or device, so it is safe before the type check.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NONBLOCK
-        try:
-            # O_NONBLOCK: opening a FIFO (swapped in after the check) must never block.
-            fd = os.open(self.path, flags, 0o666)
-        except OSError as exc:
-            if exc.errno in NO_SPACE:
-                raise TransferError(507, f"not enough inodes available: {exc}") from None
-            if exc.errno == errno.ENXIO:  # a FIFO without a reader
-                raise TransferError(400, _not_regular(self.path, stat.S_IFIFO)) from None
-            raise TransferError(500, f"error opening file: {exc}") from None
+        self._check_target()
+        fd, created = self._open_target()
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise TransferError(400, _not_regular(self.path, st.st_mode))
             os.set_blocking(fd, True)
-        except TransferError:
-            os.close(fd)  # not ours to remove: abort() must not unlink it
-            raise
-        except OSError as exc:
+            if created or (st.st_uid, st.st_gid) == (self.user.uid, self.user.gid):
+                self._chown(fd)
+            if not created:
+                os.ftruncate(fd, 0)
+        except BaseException as exc:
             os.close(fd)
-            if exc.errno in NO_SPACE:
-                raise TransferError(507, f"not enough disk space available: {exc}") from None
-            raise TransferError(500, f"error opening file: {exc}") from None
+            if created:
+                _unlink_quietly(self.path)
+            if isinstance(exc, OSError):
+                if exc.errno in NO_SPACE:
+                    raise TransferError(507, f"not enough disk space available: {exc}") from None
+                raise TransferError(500, f"error opening file: {exc}") from None
+            raise  # a special file is not ours to remove, nor is an existing file
         self._fd = fd
-        if not existed:
-            try:
-                self._chown(lambda: os.fchown(fd, self.user.uid, self.user.gid))
-            except TransferError:
-                self.abort()
-                raise
 
-    def _check_target(self) -> bool:
-        """Whether the target exists; a directory there is the client's mistake."""
+    def _open_target(self) -> tuple[int, bool]:
+        """The target's descriptor, and whether this open created it.
+
+        O_NONBLOCK: opening a FIFO (swapped in after the check) never blocks.
+        """
+        flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            try:
+                fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+                return fd, True
+            except FileExistsError:
+                return os.open(self.path, flags), False
+        except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise TransferError(507, f"not enough inodes available: {exc}") from None
+            if exc.errno == errno.ENXIO:  # a FIFO without a reader
+                raise TransferError(400, _not_regular(self.path, stat.S_IFIFO)) from None
+            if exc.errno == errno.ENOENT:  # a dangling symlink: nothing to create through it
+                raise TransferError(400, f"path is a symlink to nothing: {self.path}") from None
+            raise TransferError(500, f"error opening file: {exc}") from None
+
+    def _check_target(self) -> None:
+        """A directory or special file there is the client's mistake: say so clearly."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            return False
+            return
         except OSError as exc:
             raise TransferError(500, f"error getting file info: {exc}") from None
         if stat.S_ISDIR(st.st_mode):
             raise TransferError(400, f"path is a directory: {self.path}")
         if not stat.S_ISREG(st.st_mode):
             raise TransferError(400, _not_regular(self.path, st.st_mode))
-        return True
 
-    def _chown(self, change: Callable[[], None]) -> None:
+    def _chown(self, fd: int) -> None:
         try:
-            change()
+            os.fchown(fd, self.user.uid, self.user.gid)
         except OSError as exc:
-            self._close()
             raise TransferError(500, f"error changing file ownership: {exc}") from None
 
     async def write(self, chunk: bytes) -> None:
@@ -147,10 +162,7 @@ class FileUpload:
     def abort(self) -> None:
         """Close and remove the target: a missing file is more honest than half a file."""
         self._close()
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        _unlink_quietly(self.path)
 
     async def _flush(self) -> None:
         if not self._buffer:
@@ -182,6 +194,13 @@ def _not_regular(path: str, mode: int) -> str:
         else "special file"
     )
     return f"path is not a regular file (it is a {kind}): {path}"
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _write_all(fd: int, data: bytes) -> None:

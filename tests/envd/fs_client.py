@@ -35,12 +35,12 @@ def home_dir() -> Iterator[str]:
     """A fresh directory under /home/user (owned by user), removed afterwards."""
     path = os.path.join(HOME, f"fs-test-{uuid.uuid4().hex[:10]}")
     os.mkdir(path)
-    os.chown(path, *_user_ids())
+    os.chown(path, *user_ids())
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _user_ids() -> tuple[int, int]:
+def user_ids() -> tuple[int, int]:
     st = os.stat(HOME)
     return st.st_uid, st.st_gid
 

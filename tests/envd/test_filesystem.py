@@ -18,9 +18,10 @@ from e2b import (
 )
 from e2b.sandbox.filesystem.filesystem import FileType, WriteEntry
 
-from tests.envd.fs_client import daemon, home_dir, unary  # noqa: F401  (fixtures)
+from tests.envd.fs_client import daemon, home_dir, unary, user_ids  # noqa: F401  (fixtures)
 
-pytestmark = pytest.mark.timeout(60)
+# host_only: the fixtures prepare and inspect files on this host (tests/envd/fs_client.py).
+pytestmark = [pytest.mark.timeout(60), pytest.mark.host_only]
 
 
 def rel(home_dir: str, *parts: str) -> str:
@@ -73,6 +74,34 @@ def test_overwrite_and_missing_parents(sandbox, home_dir) -> None:
     for directory in ("deep", "deep/er"):
         st = os.stat(f"{home_dir}/{directory}")
         assert (st.st_mode & 0o777, st.st_uid) == (0o755, os.stat("/home/user").st_uid)
+
+
+def test_write_through_a_users_symlink_keeps_the_targets_owner(sandbox, home_dir, tmp_path) -> None:
+    """`user` plants a link to a root-owned file: the write follows it (as upstream)
+    but the daemon never gives the target to the user."""
+    victim = tmp_path / "root-owned.conf"
+    victim.write_text("original")
+    os.chmod(tmp_path, 0o755)
+    link = f"{home_dir}/x"
+    os.symlink(victim, link)
+    os.lchown(link, *user_ids())
+    sandbox.files.write(link, "rewritten")
+    assert victim.read_text() == "rewritten"
+    st = os.stat(victim)
+    assert (st.st_uid, st.st_gid) == (0, 0)
+    assert os.path.islink(link)
+
+
+def test_write_through_a_dangling_symlink_creates_nothing(sandbox, home_dir, tmp_path) -> None:
+    target = tmp_path / "cron.d" / "job"
+    target.parent.mkdir()
+    link = f"{home_dir}/job"
+    os.symlink(target, link)
+    os.lchown(link, *user_ids())
+    with pytest.raises(InvalidArgumentException, match="symlink to nothing"):
+        sandbox.files.write(link, "* * * * * root evil")
+    assert not target.exists()
+    assert os.path.islink(link)
 
 
 def test_write_files_keeps_directories_and_order(sandbox, home_dir) -> None:
