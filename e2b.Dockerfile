@@ -1,13 +1,24 @@
-# envd sandbox image: the daemon plus Python and bash kernels.
-# Build: docker build -f e2b.Dockerfile -t envd .
+# envd sandbox image: the daemon and its kernels on Debian.
+#   docker build -f e2b.Dockerfile -t envd .                           (full: python, bash,
+#                                                   javascript/typescript, r, java)
+#   docker build -f e2b.Dockerfile --build-arg VARIANT=slim -t envd:slim .   (python, bash)
 # Also a base for E2B-style custom templates: FROM it and add packages.
 FROM debian:bookworm-slim
+
+ARG VARIANT=full
+# Set by packaging/build-image.sh where registries sit behind a TLS proxy:
+# the host's CA bundle, mounted in for the build only and never copied.
+ARG BUILD_CA_FILE=""
+
+# Which kernels the image promises (tests/image checks each of them answers).
+LABEL envd.variant="${VARIANT}"
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # The same install recipe as bare VMs and CI (packaging/install.sh).
 COPY . /opt/envd/src
-RUN /opt/envd/src/packaging/install.sh --prefix /opt/envd
+RUN if [ -n "$BUILD_CA_FILE" ]; then export PIP_CERT="$BUILD_CA_FILE" NODE_EXTRA_CA_CERTS="$BUILD_CA_FILE"; fi; \
+    /opt/envd/src/packaging/install.sh --prefix /opt/envd --variant "$VARIANT"
 
 ENV PATH="/opt/envd/venv/bin:${PATH}"
 WORKDIR /home/user

@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from e2b_code_interpreter import AsyncSandbox, Sandbox
 
-from tests.harness import DaemonProcess, start_daemon
+from tests.harness import (
+    TEST_IMAGE,
+    DaemonProcess,
+    no_zombies_soon,
+    start_container,
+    start_daemon,
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "host_only: reaches the daemon's process or files directly, not only over sockets"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Against the image (`ENVD_TEST_IMAGE`), tests that need the daemon on this host skip."""
+    if not TEST_IMAGE:
+        return
+    skip = pytest.mark.skip(reason="needs the daemon on this host; ENVD_TEST_IMAGE runs it in a container")
+    for item in items:
+        if item.get_closest_marker("host_only"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
 def daemon() -> DaemonProcess:
-    """One daemon for the session: envd API and code interpreter on one free port."""
-    process = start_daemon()
+    """One daemon for the session: envd API and code interpreter on one free port.
+
+    With `ENVD_TEST_IMAGE` set, that daemon runs in a container of the image.
+    """
+    process = start_container() if TEST_IMAGE else start_daemon()
     yield process
     assert process.stop() == 0, process.log_text()[-5000:]
 
@@ -29,18 +52,8 @@ def _daemon_stays_clean(request: pytest.FixtureRequest):
     yield
     new_log = process.log_text()[start:]
     assert "Traceback" not in new_log, new_log[-5000:]
-    assert process.proc.poll() is None, "the daemon died"
-    assert _no_zombies_soon(process), f"zombie children of the daemon: {process.zombies()}"
-
-
-def _no_zombies_soon(process: DaemonProcess, timeout: float = 5.0) -> bool:
-    """A child that just exited is reaped within moments; one that stays is a bug."""
-    deadline = time.monotonic() + timeout
-    while process.zombies():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+    assert process.running(), "the daemon died"
+    assert no_zombies_soon(process), f"zombie children of the daemon: {process.zombies()}"
 
 
 @pytest.fixture
@@ -61,7 +74,11 @@ def daemon_factory():
     started: list[DaemonProcess] = []
 
     def start(*args: str, code_interpreter: bool = False) -> DaemonProcess:
-        process = start_daemon(*args, code_interpreter=code_interpreter)
+        if TEST_IMAGE:
+            flags = () if code_interpreter else ("--no-code-interpreter",)
+            process = start_container(TEST_IMAGE, *flags, *args)
+        else:
+            process = start_daemon(*args, code_interpreter=code_interpreter)
         started.append(process)
         return process
 

@@ -1,8 +1,11 @@
-"""Start the real daemon as a subprocess on a free port, both APIs on it."""
+"""Start the real daemon on a free port, both APIs on it: as a subprocess, or
+inside a container of the sandbox image (`ENVD_TEST_IMAGE`, see tests/image/).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -10,6 +13,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 
 import psutil
@@ -44,6 +48,9 @@ class DaemonProcess:
         with open(self.log_path, errors="replace") as log:
             return log.read()
 
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
     def sdk_opts(self) -> dict:
         """Keyword arguments that point an official SDK `Sandbox` at this daemon."""
         return {"debug": True, "sandbox_url": self.url}
@@ -75,6 +82,16 @@ class DaemonProcess:
             raise
 
 
+def no_zombies_soon(daemon: DaemonProcess | ContainerDaemon, timeout: float = 5.0) -> bool:
+    """Orphans are reaped within seconds (envd/reaper.py); a zombie that stays is a bug."""
+    deadline = time.monotonic() + timeout
+    while daemon.zombies():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def start_daemon(*args: str, ready_timeout: float = 60, code_interpreter: bool = True) -> DaemonProcess:
     """Run `python -m envd` on a free port and wait until both APIs answer."""
     port = free_port()
@@ -99,6 +116,104 @@ def wait_healthy(daemon: DaemonProcess, code_interpreter: bool, timeout: float) 
         time.sleep(0.05)
     daemon.proc.kill()
     raise RuntimeError(f"daemon not healthy after {timeout}s:\n{daemon.log_text()}")
+
+
+# ---------------------------------------------------------------- the image
+
+
+#: The sandbox image the suite runs against instead of a local daemon, if set.
+TEST_IMAGE = os.environ.get("ENVD_TEST_IMAGE", "")
+
+
+def container_engine() -> str | None:
+    """`podman` or `docker`, whichever is installed (ENVD_ENGINE picks one)."""
+    wanted = os.environ.get("ENVD_ENGINE")
+    for name in [wanted] if wanted else ["podman", "docker"]:
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+@dataclass
+class ContainerDaemon:
+    """The daemon in a running container of the image, reached on 127.0.0.1 only.
+
+    Podman publishes through slirp4netns, so no test traffic goes to a
+    bridge address; both APIs share the daemon's port (`ENVD_CODE_PORT`).
+    """
+
+    engine: str
+    name: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def sdk_opts(self) -> dict:
+        return {"debug": True, "sandbox_url": self.url}
+
+    def engine_run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [self.engine, *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def exec(self, *argv: str, user: str = "root") -> subprocess.CompletedProcess:
+        return self.engine_run("exec", "--user", user, self.name, *argv)
+
+    def log_text(self) -> str:
+        result = self.engine_run("logs", self.name)
+        return result.stdout + result.stderr
+
+    def running(self) -> bool:
+        state = self.engine_run("inspect", "--format", "{{.State.Running}}", self.name)
+        return state.stdout.strip() == "true"
+
+    def zombies(self) -> list[int]:
+        """Zombies anywhere in the container (tini and envd both reap)."""
+        listing = self.exec("ps", "-eo", "pid=,stat=").stdout.split()
+        return [int(pid) for pid, stat in zip(listing[::2], listing[1::2]) if stat.startswith("Z")]
+
+    def stop(self, timeout: float = 10) -> int:
+        """`engine stop` (SIGTERM to tini, then the daemon): the exit code, then removal."""
+        self.engine_run("stop", "--time", str(int(timeout)), self.name, timeout=timeout + 30)
+        code = self.engine_run("inspect", "--format", "{{.State.ExitCode}}", self.name).stdout
+        self.engine_run("rm", "--force", self.name)
+        return int(code.strip() or -1)
+
+
+def start_container(
+    image: str = "",
+    *daemon_args: str,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 60,
+) -> ContainerDaemon:
+    """Run the image with both APIs on one port published on 127.0.0.1; wait for health."""
+    engine = container_engine()
+    if engine is None:
+        raise RuntimeError("no container engine: install podman or docker")
+    port = free_port()
+    name = f"envd-test-{uuid.uuid4().hex[:10]}"
+    argv = [engine, "run", "--detach", "--name", name, "--publish", f"127.0.0.1:{port}:49983"]
+    if engine == "podman":
+        argv += ["--network", "slirp4netns"]
+    for key, value in {"ENVD_CODE_PORT": "49983", "ENVD_LOG_LEVEL": "DEBUG", **(env or {})}.items():
+        argv += ["--env", f"{key}={value}"]
+    argv.append(image or TEST_IMAGE)
+    if daemon_args:
+        argv += ["/opt/envd/venv/bin/envd", *daemon_args]
+    subprocess.run(argv, check=True, capture_output=True, timeout=120)
+    daemon = ContainerDaemon(engine, name, port)
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if _healthy(daemon.url, "49999"):
+            return daemon
+        if not daemon.running():
+            break
+        time.sleep(0.05)
+    log = daemon.log_text()
+    daemon.engine_run("rm", "--force", name)
+    raise RuntimeError(f"container {name} not healthy after {ready_timeout}s:\n{log}")
 
 
 def _healthy(url: str, sandbox_port: str) -> bool:

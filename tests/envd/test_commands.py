@@ -70,6 +70,7 @@ def test_invalid_cwd_names_the_path(sandbox) -> None:
     assert "/no/such/dir" in str(info.value)
 
 
+@pytest.mark.host_only
 def test_user_root_versus_default(sandbox) -> None:
     assert sandbox.commands.run("whoami").stdout == "user\n"
     root = sandbox.commands.run("whoami; echo $HOME; id -g", user="root")
@@ -79,6 +80,7 @@ def test_user_root_versus_default(sandbox) -> None:
     assert ids.stdout.split() == [str(entry.pw_uid), str(entry.pw_gid)]
 
 
+@pytest.mark.host_only
 def test_supplementary_groups_are_set(sandbox) -> None:
     entry = pwd.getpwnam("user")
     expected = sorted(set(os.getgrouplist("user", entry.pw_gid)))
@@ -101,6 +103,7 @@ def test_too_short_timeout_raises_and_kills_the_process(sandbox) -> None:
     assert _wait_until(lambda: not _processes_with(marker)), "the process outlived its deadline"
 
 
+@pytest.mark.host_only
 def test_too_short_timeout_while_iterating_background(sandbox) -> None:
     handle = sandbox.commands.run("sleep 30", background=True, timeout=2)
     assert _alive(handle.pid)
@@ -210,6 +213,7 @@ def test_kill_unknown_or_finished_is_false(sandbox) -> None:
     assert sandbox.commands.kill(handle.pid) is False
 
 
+@pytest.mark.host_only
 def test_kill_takes_the_whole_tree(sandbox) -> None:
     """A child started in the background inside the command dies with it."""
     handle = sandbox.commands.run("sleep 1000 & echo $!; wait", background=True)
@@ -223,6 +227,7 @@ def test_kill_takes_the_whole_tree(sandbox) -> None:
     assert _wait_until(lambda: not _alive(child)), f"child {child} survived the kill"
 
 
+@pytest.mark.host_only
 def test_handle_kill_ends_stream_despite_grandchild_holding_stdout(sandbox) -> None:
     """After a kill the end event does not wait for pipe EOF from stray holders."""
     handle = sandbox.commands.run("setsid sleep 1000 & echo $!; sleep 1000", background=True)

@@ -96,6 +96,7 @@ async def killed(http, url: str, i: int) -> None:
     assert end_of(messages)["status"] == "signal: killed"
 
 
+@pytest.mark.host_only
 async def test_thousand_commands_leave_no_fds_or_zombies(daemon_factory) -> None:
     extra = daemon_factory()
     jobs = [echo] * 700 + [piped_stdin] * 100 + [pty_session] * 100 + [killed] * 100
@@ -127,6 +128,7 @@ async def test_thousand_commands_leave_no_fds_or_zombies(daemon_factory) -> None
     assert after == before  # pipes, pty masters, files: not one more than before
 
 
+@pytest.mark.host_only
 async def test_flood_with_slow_reader_keeps_memory_bounded(daemon_factory) -> None:
     """200 MB as fast as possible, read slowly: the process is throttled, memory stays flat."""
     extra = daemon_factory()
@@ -158,6 +160,7 @@ async def test_flood_with_slow_reader_keeps_memory_bounded(daemon_factory) -> No
     assert peak - baseline < 100 * 1024 * 1024, f"daemon RSS grew by {(peak - baseline) >> 20} MiB"
 
 
+@pytest.mark.host_only
 async def test_stuck_reader_does_not_stall_the_process(daemon_factory) -> None:
     """A stream that stops reading while another keeps reading is detached after a grace
     period and ends with `data_loss` (never a clean end after lost data); the other gets everything."""

@@ -158,6 +158,7 @@ async def test_exec_failure_names_the_command(daemon, http) -> None:
     assert end["error"]["message"].startswith("error starting process '/no/such/binary arg': ")
 
 
+@pytest.mark.host_only
 async def test_program_the_user_may_not_run_is_an_exec_error(daemon, http, tmp_path) -> None:
     """Not a process that exits 126: the same error as a missing program."""
     program = tmp_path / "root-only"
@@ -173,6 +174,7 @@ async def test_program_the_user_may_not_run_is_an_exec_error(daemon, http, tmp_p
     assert end == {} and output(messages) == b"ran\n"
 
 
+@pytest.mark.host_only
 async def test_every_supplementary_group_is_set(daemon, http) -> None:
     group = f"envd-test-{os.getpid()}"
     subprocess.run(["groupadd", group], check=True)
@@ -239,6 +241,7 @@ async def test_list_echoes_the_request_config(daemon, http) -> None:
         await run
 
 
+@pytest.mark.host_only
 async def test_process_deadline_kills_even_with_other_subscribers(daemon, http) -> None:
     """`Connect-Timeout-Ms` of Start bounds the process; a Connect without deadline sees the end."""
     tag = "wire-deadline"
@@ -255,6 +258,7 @@ async def test_process_deadline_kills_even_with_other_subscribers(daemon, http) 
     assert not psutil.pid_exists(pid)
 
 
+@pytest.mark.host_only
 async def test_client_disconnect_never_kills(daemon, http) -> None:
     tag = "wire-disconnect"
     run = asyncio.create_task(stream(http, daemon.url, "Start", start_request("/bin/sleep", "30", tag=tag)))
@@ -269,6 +273,7 @@ async def test_client_disconnect_never_kills(daemon, http) -> None:
         await unary(http, daemon.url, "SendSignal", {"process": {"pid": pid}, "signal": "SIGNAL_SIGKILL"})
 
 
+@pytest.mark.host_only
 async def test_shutdown_ends_streams_and_kills_children(daemon_factory, http) -> None:
     """SIGTERM to the daemon: every stream gets its end event, no child survives."""
     extra = daemon_factory()
@@ -305,6 +310,7 @@ async def test_blocked_stdin_write_fails_cleanly_when_the_process_dies(daemon, h
     assert output(messages) == b"still-fine\n"
 
 
+@pytest.mark.host_only
 async def test_environment_is_exactly_built(daemon, http) -> None:
     """PATH, user identity, global envs, request envs, and nothing from the daemon's own env."""
     async with http.get(daemon.url + "/envs") as response:

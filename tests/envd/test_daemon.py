@@ -10,6 +10,7 @@ import sys
 import time
 
 import psutil
+import pytest
 from e2b import Sandbox as EnvdSandbox
 
 from envd import ENVD_PROTOCOL_VERSION
@@ -153,6 +154,7 @@ def test_version_flag() -> None:
     assert (major, minor, patch) >= (0, 6, 4)
 
 
+@pytest.mark.host_only
 def test_graceful_shutdown_leaves_no_children(daemon_factory) -> None:
     daemon = daemon_factory()
     sandbox = EnvdSandbox.create(**daemon.sdk_opts())
@@ -167,6 +169,7 @@ def test_graceful_shutdown_leaves_no_children(daemon_factory) -> None:
     assert "Traceback" not in daemon.log_text()
 
 
+@pytest.mark.host_only
 def test_orphans_are_reaped(daemon_factory) -> None:
     """An orphan re-parented to the daemon (a subreaper) does not stay a zombie."""
     daemon = daemon_factory()

@@ -11,7 +11,8 @@ import pytest
 from tests.envd.fs_client import daemon, home_dir, http  # noqa: F401  (fixtures)
 from tests.envd.test_files_http import TOKEN, tiny_fs  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.timeout(60)
+# host_only: the fixtures prepare and inspect files on this host (tests/envd/fs_client.py).
+pytestmark = [pytest.mark.timeout(60), pytest.mark.host_only]
 
 
 def compose(daemon, body: object, headers: dict[str, str] | None = None) -> tuple[int, object]:

@@ -23,7 +23,8 @@ from packaging.version import Version
 from envd.auth import sign
 from tests.envd.fs_client import daemon, home_dir, http, unary  # noqa: F401  (fixtures)
 
-pytestmark = pytest.mark.timeout(60)
+# host_only: the fixtures prepare and inspect files on this host (tests/envd/fs_client.py).
+pytestmark = [pytest.mark.timeout(60), pytest.mark.host_only]
 TOKEN = "secret-token"
 
 

@@ -20,7 +20,8 @@ from e2b.sandbox.filesystem.watch_handle import FilesystemEventType as T
 
 from tests.envd.fs_client import daemon, envelope, home_dir, parse_envelopes, unary  # noqa: F401
 
-pytestmark = pytest.mark.timeout(60)
+# host_only: the fixtures prepare and inspect files on this host (tests/envd/fs_client.py).
+pytestmark = [pytest.mark.timeout(60), pytest.mark.host_only]
 USER_AUTH = {"Authorization": "Basic " + base64.b64encode(b"user:").decode()}
 
 

@@ -102,6 +102,7 @@ def test_pty_kill_then_kill_0_fails(sandbox) -> None:
     assert sandbox.pty.kill(999999) is False
 
 
+@pytest.mark.host_only
 def test_pty_kill_takes_background_jobs(sandbox) -> None:
     terminal = sandbox.pty.create(PtySize(rows=24, cols=80))
     sandbox.pty.send_stdin(terminal.pid, b"sleep 1000 & echo job=$!:end\n")

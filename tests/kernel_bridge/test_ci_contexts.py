@@ -207,6 +207,7 @@ def test_health_is_json_ok(daemon):
     assert (response.status_code, response.content) == (200, b'"OK"')
 
 
+@pytest.mark.host_only
 def test_python_cwd_with_special_characters(sandbox, tmp_path_factory):
     odd = tmp_path_factory.mktemp("cwd") / "a $HOME {x} 'q\" dir"
     odd.mkdir()

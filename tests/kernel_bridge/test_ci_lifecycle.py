@@ -92,6 +92,7 @@ def test_python_default_kept_when_client_gives_up_during_creation(daemon, sandbo
 # ---------------------------------------------------------------- item 2: delete during restart
 
 
+@pytest.mark.host_only
 async def test_delete_during_restart_leaks_no_kernel(daemon_factory):
     extra = daemon_factory(code_interpreter=True)
     async with httpx.AsyncClient(base_url=extra.url, headers=CI_HEADERS, timeout=60) as client:
@@ -116,6 +117,7 @@ async def test_delete_during_restart_leaks_no_kernel(daemon_factory):
 # ---------------------------------------------------------------- item 3: cwd gone at restart
 
 
+@pytest.mark.host_only
 @pytest.mark.parametrize("language", ["bash", "python"])
 def test_restart_with_removed_cwd_keeps_the_context(daemon, sandbox, language):
     require_kernel(language)
@@ -176,6 +178,7 @@ def test_nan_in_list_displays_as_null_json(sandbox):
 # ---------------------------------------------------------------- item 6: spares
 
 
+@pytest.mark.host_only
 def test_only_python_keeps_a_spare(daemon_factory):
     extra = daemon_factory(code_interpreter=True)
     languages = [c["language"] for c in _contexts(extra)]
