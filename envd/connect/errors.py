@@ -34,6 +34,11 @@ class Code(enum.Enum):
         return self.value[1]
 
 
+#: Longest message sent back: errors quote paths and names from the request,
+#: and a request may be megabytes long.
+MAX_MESSAGE_CHARS = 4096
+
+
 class ConnectError(Exception):
     """An RPC failure the client sees as `{"code": ..., "message": ...}`.
 
@@ -41,6 +46,8 @@ class ConnectError(Exception):
     """
 
     def __init__(self, code: Code, message: str) -> None:
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[:MAX_MESSAGE_CHARS] + "... (truncated)"
         super().__init__(message)
         self.code = code
         self.message = message

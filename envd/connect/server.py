@@ -21,6 +21,7 @@ from aiohttp import web
 from google.protobuf.message import Message
 from multidict import CIMultiDictProxy
 
+from envd.blocking import run_blocking
 from envd.connect import envelope
 from envd.connect.codec import CODECS, Codec
 from envd.connect.errors import Code, ConnectError, deadline_exceeded
@@ -128,8 +129,8 @@ class ConnectServer:
     async def _serve_unary(self, request: web.Request, rpc: Rpc, codec: Codec) -> web.Response:
         try:
             ctx = self._context(request)
-            body = _decompress_body(await request.read(), request.headers)
-            message = codec.decode(body, rpc.request_type)
+            body = await _decompress_body(await _read_unary_body(request), request.headers)
+            message = await _decode(codec, body, rpc.request_type)
             reply = await _with_deadline(rpc.handler(message, ctx), ctx.timeout)
         except ConnectError as exc:
             return unary_error(exc)
@@ -188,7 +189,7 @@ async def _encode(codec: Codec, message: Message) -> bytes:
     would otherwise stall every other request for a few hundred milliseconds."""
     if message.ByteSize() < LARGE_MESSAGE_BYTES:
         return codec.encode(message)
-    return await asyncio.to_thread(codec.encode, message)
+    return await run_blocking(codec.encode, message)
 
 
 async def _run_server_stream(
@@ -197,7 +198,7 @@ async def _run_server_stream(
     ctx: RpcContext,
     send: Callable[[Message], Awaitable[None]],
 ) -> None:
-    request = await _single_message(requests, rpc.request_type)
+    request = await _single_message(requests)
     await _pump(rpc.handler(request, ctx), send, rpc.keepalive, ctx.keepalive_interval)
 
 
@@ -252,11 +253,12 @@ async def _decode_each(
     request: web.Request, rpc: Rpc, codec: Codec
 ) -> AsyncIterator[Message]:
     compression = request.headers.get("Connect-Content-Encoding", "identity").lower()
-    async for payload in envelope.read_envelopes(request.content, compression):
-        yield codec.decode(payload, rpc.request_type)
+    end_stream_allowed = rpc.kind is not Kind.SERVER_STREAM
+    async for payload in envelope.read_envelopes(request.content, compression, end_stream_allowed):
+        yield await _decode(codec, payload, rpc.request_type)
 
 
-async def _single_message(requests: AsyncIterator[Message], message_type: type[Message]) -> Message:
+async def _single_message(requests: AsyncIterator[Message]) -> Message:
     """A server-streaming call carries exactly one request message.
 
     The body is read to its end before the handler runs (and before any
@@ -266,7 +268,9 @@ async def _single_message(requests: AsyncIterator[Message], message_type: type[M
     async for message in requests:
         if first is None:
             first = message
-    return first if first is not None else message_type()
+    if first is None:
+        raise ConnectError(Code.INVALID_ARGUMENT, "protocol error: missing request message")
+    return first
 
 
 async def _with_deadline(coro: Awaitable[Any], timeout: float | None) -> Any:
@@ -278,12 +282,35 @@ async def _with_deadline(coro: Awaitable[Any], timeout: float | None) -> Any:
         raise deadline_exceeded() from None
 
 
-def _decompress_body(body: bytes, headers: CIMultiDictProxy[str]) -> bytes:
+async def _read_unary_body(request: web.Request) -> bytes:
+    """The whole body, refused beyond the message limit before it fills memory."""
+    limit = envelope.MAX_MESSAGE_BYTES
+    if (request.content_length or 0) > limit:
+        raise ConnectError(Code.RESOURCE_EXHAUSTED, f"request body is larger than {limit} bytes")
+    body = await request.content.read(limit + 1)
+    while len(body) <= limit and not request.content.at_eof():
+        chunk = await request.content.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    if len(body) > limit:
+        raise ConnectError(Code.RESOURCE_EXHAUSTED, f"request body is larger than {limit} bytes")
+    return body
+
+
+async def _decompress_body(body: bytes, headers: CIMultiDictProxy[str]) -> bytes:
     """Unary bodies may be gzipped (spec 2.7); the SDKs send identity."""
     encoding = headers.get("Content-Encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
         return body
-    return envelope.decompress(body, encoding)
+    return await envelope.decompress(body, encoding)
+
+
+async def _decode(codec: Codec, data: bytes, message_type: type[Message]) -> Message:
+    """Decode on the loop when small; a large JSON body would stall it for seconds."""
+    if len(data) <= envelope.INLINE_BYTES:
+        return codec.decode(data, message_type)
+    return await run_blocking(codec.decode, data, message_type)
 
 
 def _codec_for(content_type: str, streaming: bool) -> Codec | None:
@@ -307,6 +334,8 @@ def _parse_keepalive(value: str | None) -> float:
         seconds = float(int(value)) if value is not None else DEFAULT_KEEPALIVE_SECONDS
     except ValueError:
         seconds = DEFAULT_KEEPALIVE_SECONDS
+    except OverflowError:  # hundreds of digits: not a duration
+        raise ConnectError(Code.INVALID_ARGUMENT, "invalid Keepalive-Ping-Interval") from None
     return max(seconds, 1.0)
 
 

@@ -15,6 +15,7 @@ import posixpath
 import stat
 from collections.abc import AsyncIterator
 
+from envd.blocking import run_blocking
 from envd.config import Config
 from envd.connect import Code, ConnectError, Kind, Rpc, RpcContext
 from envd.filesystem.entry import build_entry, printable
@@ -130,7 +131,7 @@ class FilesystemService:
 
     async def list_dir(self, request: pb.ListDirRequest, ctx: RpcContext) -> pb.ListDirResponse:
         requested = self._resolve(request.path, ctx.user())
-        entries = await asyncio.to_thread(_list_dir, requested, request.depth or 1)
+        entries = await run_blocking(_list_dir, requested, request.depth or 1)
         return pb.ListDirResponse(entries=entries)
 
     async def remove(self, request: pb.RemoveRequest, ctx: RpcContext) -> pb.RemoveResponse:
@@ -140,7 +141,7 @@ class FilesystemService:
             raise ConnectError(Code.INVALID_ARGUMENT, "path must not be empty")
         path = self._resolve(request.path, user)
         try:
-            await asyncio.to_thread(remove_tree, path)
+            await run_blocking(remove_tree, path)
         except OSError as exc:
             raise ConnectError(
                 Code.INTERNAL, f"error removing file or directory: {exc}"

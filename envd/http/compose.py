@@ -21,11 +21,12 @@ from typing import Any
 
 from aiohttp import web
 
+from envd.blocking import run_blocking
 from envd.config import Config
 from envd.filesystem.paths import ensure_dir
 from envd.http.errors import TransferError, http_error
 from envd.http.files import user_or_401
-from envd.http.upload import NO_SPACE, run_blocking
+from envd.http.upload import NO_SPACE
 from envd.users import PathError, User, resolve_path
 
 #: `copy_file_range` cannot serve these pairs of files; `sendfile` can.

@@ -23,10 +23,11 @@ from urllib.parse import quote, unquote
 from aiohttp import BodyPartReader, web
 
 from envd.auth import SignatureError, check_file_access
+from envd.blocking import run_blocking
 from envd.config import Config
 from envd.filesystem.metadata import MetadataError, metadata_from_headers
 from envd.http.errors import TransferError, http_error
-from envd.http.upload import FileUpload, run_blocking
+from envd.http.upload import FileUpload
 from envd.users import PathError, User, UserError, lookup_user, resolve_path
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import psutil
@@ -87,8 +87,8 @@ class SystemRoutes:
 
     def _check_token(self, given: Any) -> tuple[int, str] | None:
         """Outside Firecracker the token can be set once, then only repeated (5.4)."""
-        if given is not None and (not isinstance(given, str) or given == ""):
-            return 400, "access token must be a non-empty string"
+        if given is not None and (not isinstance(given, str) or given == "" or not _is_text(given)):
+            return 400, "access token must be a non-empty UTF-8 string"
         current = self.config.access_token
         if not current:
             return None
@@ -114,19 +114,36 @@ class SystemRoutes:
 
 
 def _parse_timestamp(value: Any) -> datetime | None:
+    """An RFC 3339 time; one without an offset is taken as UTC, so any two compare."""
     if value is None:
         return None
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def _validate(fields: dict[str, Any]) -> None:
+    """Everything a later Start would trip over is refused now, before anything applies."""
     envs = fields.get("envVars")
-    if envs is not None and (
-        not isinstance(envs, dict) or not all(isinstance(v, str) for v in envs.values())
-    ):
-        raise ValueError("envVars must map strings to strings")
+    if envs is not None:
+        if not isinstance(envs, dict) or not all(isinstance(v, str) for v in envs.values()):
+            raise ValueError("envVars must map strings to strings")
+        for key, value in envs.items():
+            if not key or "=" in key or "\0" in key or "\0" in value or not _is_text(key + value):
+                raise ValueError(f"invalid environment variable {key[:100]!r}")
+    workdir = fields.get("defaultWorkdir")
+    if workdir and (not isinstance(workdir, str) or "\0" in workdir or not _is_text(workdir)):
+        raise ValueError("defaultWorkdir must be a path")
     if fields.get("defaultUser"):
         lookup_user(str(fields["defaultUser"]))
+
+
+def _is_text(value: str) -> bool:
+    """JSON can carry lone surrogates, which no program's environment can."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _read_metrics() -> dict[str, Any]:

@@ -9,20 +9,18 @@ target, so no partial file is ever left behind.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 import posixpath
 import stat
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
+from envd.blocking import run_blocking
 from envd.filesystem.metadata import read_metadata, replace_metadata
 from envd.filesystem.paths import ensure_dir
 from envd.http.errors import TransferError
 from envd.users import User
-
-T = TypeVar("T")
 
 #: Bytes gathered before one write(2): a small body is written in one call.
 WRITE_BUFFER_BYTES = 1024 * 1024
@@ -30,20 +28,6 @@ WRITE_BUFFER_BYTES = 1024 * 1024
 INLINE_WRITE_BYTES = 64 * 1024
 
 NO_SPACE = {errno.ENOSPC, errno.EDQUOT}  # errnos that mean 507
-
-
-async def run_blocking(function: Callable[..., T], *args: Any) -> T:
-    """Run blocking I/O in a thread; on cancellation still wait for it to finish.
-
-    Otherwise the caller could close a descriptor the thread is about to use,
-    and a recycled fd number would make it write into some other file.
-    """
-    future = asyncio.get_running_loop().run_in_executor(None, function, *args)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await asyncio.wait([future])
-        raise
 
 
 class FileUpload:

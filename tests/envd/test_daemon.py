@@ -215,3 +215,26 @@ def test_init_validates_everything_before_applying(daemon_factory) -> None:
     assert json.loads(http(daemon, "/envs")[2])["HALF"] == "applied?"
     huge = json.dumps({"envVars": {"X": "y" * (2 * 1024 * 1024)}}).encode()
     assert http(daemon, "/init", "POST", huge, headers)[0] == 400
+
+
+def test_init_refuses_what_would_break_later_starts(daemon_factory) -> None:
+    """Values no process environment can hold are refused up front, and Start keeps working."""
+    daemon = daemon_factory()
+    headers = {"Content-Type": "application/json"}
+    for fields in ({"envVars": {"NUL": "a\u0000b"}}, {"envVars": {"A=B": "c"}}, {"envVars": {"": "c"}},
+                   {"envVars": {"S": "\ud800"}}, {"accessToken": "tok\udc80"},
+                   {"defaultWorkdir": "/tmp/\u0000"}):
+        status, _, text = http(daemon, "/init", "POST", json.dumps(fields).encode(), headers)
+        assert status == 400, (fields, text)
+    sandbox = EnvdSandbox.create(**daemon.sdk_opts())
+    assert sandbox.commands.run("echo fine").stdout == "fine\n"
+
+
+def test_init_timestamps_with_and_without_offset_compare(daemon_factory) -> None:
+    daemon = daemon_factory()
+    headers = {"Content-Type": "application/json"}
+    for when, value in (("2026-01-01T00:00:00", "1"), ("2026-01-01T00:00:01Z", "2"),
+                        ("2026-01-01T00:00:02", "3")):
+        body = json.dumps({"envVars": {"N": value}, "timestamp": when}).encode()
+        assert http(daemon, "/init", "POST", body, headers)[0] == 204
+        assert json.loads(http(daemon, "/envs")[2])["N"] == value
