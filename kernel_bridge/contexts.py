@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -492,12 +493,19 @@ class RuntimeDir:
 
 
 def kernel_environment(runtime: RuntimeDir) -> dict[str, str]:
-    """Kernel process environment (spec 5.4): daemon env minus private vars, plus MATPLOTLIBRC."""
+    """Kernel process environment (spec 5.4): daemon env minus private vars, plus MATPLOTLIBRC.
+
+    The kernels' interpreter directory comes first on PATH, so `!pip install`
+    installs where the kernel imports from, whatever PATH the daemon had.
+    """
     env = {
         key: value
         for key, value in os.environ.items()
         if key not in _DROPPED_ENV and not key.startswith(_PRIVATE_ENV_PREFIXES)
     }
+    interpreter_dir = os.path.dirname(sys.executable)
+    rest = [d for d in env.get("PATH", os.defpath).split(os.pathsep) if d and d != interpreter_dir]
+    env["PATH"] = os.pathsep.join([interpreter_dir, *rest])
     if runtime.matplotlibrc_dir:
         env["MATPLOTLIBRC"] = runtime.matplotlibrc_dir
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")

@@ -57,7 +57,10 @@ def test_pty_ctrl_c_interrupts_the_foreground_job(sandbox) -> None:
     """^C reaches `sleep` through the terminal: the PTY is the shell's controlling tty."""
     terminal = sandbox.pty.create(PtySize(rows=24, cols=80))
     sandbox.pty.send_stdin(terminal.pid, b"sleep 60\n")
-    _wait_until(lambda: "sleep 60" in sandbox.commands.run(f"ps -o args= --ppid {terminal.pid}").stdout)
+    # `|| true`: ps exits 1 while the shell has no child yet.
+    assert _wait_until(
+        lambda: "sleep 60" in sandbox.commands.run(f"ps -o args= --ppid {terminal.pid} || true").stdout
+    )
     sandbox.pty.send_stdin(terminal.pid, b"\x03")
     sandbox.pty.send_stdin(terminal.pid, b"exit\n")
     with pytest.raises(CommandExitException) as info:

@@ -86,3 +86,14 @@ def test_global_env_overwrite_and_restore(daemon, sandbox):
         assert sandbox.run_code(read, context=context).text == "supertest"  # re-injected (10 #8)
     finally:
         sandbox.remove_code_context(context)
+
+
+def test_pip_in_a_notebook_is_the_kernels_own(sandbox):
+    """`!pip install` must land where the kernel imports from, whatever PATH the daemon had."""
+    execution = sandbox.run_code(
+        "import os, shutil, sys\n"
+        "here = os.path.dirname(sys.executable)\n"
+        "print(os.environ['PATH'].split(os.pathsep)[0] == here,"
+        " shutil.which('pip') == os.path.join(here, 'pip'))"
+    )
+    assert execution.logs.stdout == ["True True\n"], execution
