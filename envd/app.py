@@ -6,6 +6,8 @@ import asyncio
 import logging
 import os
 import signal
+import stat
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
@@ -16,6 +18,7 @@ from envd.connect import ConnectServer, Rpc
 from envd.filesystem import FilesystemService
 from envd.http.compose import ComposeRoutes
 from envd.http.files import FileRoutes
+from envd.http.forward import PortForwarder
 from envd.http.system import SystemRoutes, health
 from envd.process import ProcessService
 from envd.reaper import Reaper, become_subreaper
@@ -51,15 +54,31 @@ class Daemon:
             self.connect.add(service.rpcs())
         self.code_interpreter = _build_code_interpreter(config)
         self.reaper = Reaper()
+        self.forwarder = PortForwarder()
         self._runners: list[web.AppRunner] = []
 
     def envd_app(self) -> web.Application:
+        """The envd port; with --code-port equal to --port, the code interpreter's too."""
+        shared = self.config.single_port and self.code_interpreter is not None
+        return self._app(mw.api_selector(shared), with_code=shared)
+
+    def socket_app(self) -> web.Application:
+        """The Unix-socket ingress: both APIs, and every other port forwarded inside."""
+        selector = mw.port_header_selector(self.code_interpreter is not None)
+        return self._app(
+            selector, with_code=self.code_interpreter is not None, forward=mw.forward_other_ports(self.forwarder)
+        )
+
+    def _app(
+        self, selector: mw.Middleware, with_code: bool, forward: mw.Middleware | None = None
+    ) -> web.Application:
         config = self.config
         app = web.Application(
             client_max_size=MAX_BODY_BYTES,
             middlewares=[
                 mw.access_log,
-                mw.api_selector(config.single_port),
+                selector,
+                *([forward] if forward else []),
                 mw.only_for(mw.ENVD, mw.plain_not_found),
                 mw.only_for(mw.ENVD, mw.cors),
                 mw.only_for(mw.ENVD, mw.access_token_gate(config)),
@@ -73,11 +92,12 @@ class Daemon:
             + ComposeRoutes(config).routes()
             + self.connect.routes()
         )
-        if config.single_port and self.code_interpreter is not None:
+        if with_code:
             for middleware in self._code_middlewares():
                 app.middlewares.append(mw.only_for(mw.CODE, middleware))
-            app.add_routes(self.code_interpreter.routes())
+            code_routes = app.add_routes(self.code_interpreter.routes())
             app.add_routes([web.get("/health", self._shared_health, allow_head=False)])
+            app.middlewares.append(mw.routes_of_api(mw.CODE, {route.resource for route in code_routes}))
         else:
             app.add_routes([web.get("/health", health, allow_head=False)])
         return app
@@ -106,13 +126,18 @@ class Daemon:
         _check_default_user(self.config)
         become_subreaper()
         self.reaper.start()
-        await self._serve(self.envd_app(), self.config.port)
+        host, port = self.config.host, self.config.port
+        await self._serve(self.envd_app(), lambda r: web.TCPSite(r, host, port, reuse_address=True))
         if self.code_interpreter is not None and not self.config.single_port:
-            await self._serve(self.code_app(), self.config.code_port)
+            code_port = self.config.code_port
+            await self._serve(self.code_app(), lambda r: web.TCPSite(r, host, code_port, reuse_address=True))
+        if self.config.unix_socket:
+            await self._serve(self.socket_app(), lambda r: web.UnixSite(r, self.config.unix_socket))
+            _hand_socket_to_directory_owner(self.config.unix_socket)
         if self.code_interpreter is not None:
             self.code_interpreter.start()
 
-    async def _serve(self, app: web.Application, port: int) -> None:
+    async def _serve(self, app: web.Application, site: Callable[[web.AppRunner], web.BaseSite]) -> None:
         runner = web.AppRunner(
             app,
             handler_cancellation=True,
@@ -124,16 +149,17 @@ class Daemon:
             auto_decompress=False,
         )
         await runner.setup()
-        await web.TCPSite(runner, self.config.host, port, reuse_address=True).start()
+        listening = site(runner)
+        await listening.start()
         self._runners.append(runner)
-        log.info("listening on %s:%d", self.config.host, port)
+        log.info("listening on %s", listening.name)
 
     async def stop(self) -> None:
         """Stop accepting, end every stream and child, then close connections."""
         for runner in self._runners:
             for site in list(runner.sites):
                 await site.stop()
-        closers = [service.close() for service in self.services]
+        closers = [service.close() for service in self.services] + [self.forwarder.close()]
         if self.code_interpreter is not None:
             closers.append(self.code_interpreter.stop())
         results = await asyncio.gather(*closers, return_exceptions=True)
@@ -143,6 +169,24 @@ class Daemon:
         for runner in self._runners:
             await runner.cleanup()
         await self.reaper.stop()
+        if self.config.unix_socket:
+            _remove_socket(self.config.unix_socket)
+
+
+def _hand_socket_to_directory_owner(path: str) -> None:
+    """Mode 0600, owned by whoever owns its directory: the control plane, which
+    need not be root (Docker group, rootless Podman), can connect; nobody else."""
+    directory = os.stat(os.path.dirname(os.path.abspath(path)))
+    os.chmod(path, 0o600)
+    os.chown(path, directory.st_uid, directory.st_gid)
+
+
+def _remove_socket(path: str) -> None:
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def _build_code_interpreter(config: Config) -> CodeInterpreter | None:

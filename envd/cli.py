@@ -61,6 +61,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=_env("NO_CODE_INTERPRETER") not in ("", "0", "false"),
         help="serve the envd API only [ENVD_NO_CODE_INTERPRETER=1]",
     )
+    parser.add_argument(
+        "--unix-socket",
+        default=_env("UNIX_SOCKET"),
+        metavar="PATH",
+        help="also serve on this Unix socket: both APIs, chosen by the E2b-Sandbox-Port header, "
+        "and any other port forwarded to 127.0.0.1 inside; TCP then binds loopback only "
+        "[ENVD_UNIX_SOCKET]",
+    )
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="[ENVD_LOG_LEVEL]")
     parser.add_argument(
         "--version",
@@ -94,8 +102,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
         if not sep or not key:
             sys.exit(f"envd: --env expects K=V, got {item!r}")
         envs[key] = value
+    host = args.host
+    if args.unix_socket and host not in ("127.0.0.1", "::1", "localhost"):
+        # The socket is the ingress; TCP on other addresses would bypass the proxy.
+        logging.getLogger("envd").info("--unix-socket: binding TCP to 127.0.0.1, not %s", host)
+        host = "127.0.0.1"
     return Config(
-        host=args.host,
+        host=host,
         port=args.port,
         code_port=args.code_port,
         code_interpreter=not args.no_code_interpreter,
@@ -104,6 +117,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         access_token=access_token(args),
         user_envs=envs,
         log_level=args.log_level.upper(),
+        unix_socket=args.unix_socket,
     )
 
 

@@ -43,6 +43,7 @@ class Config:
     access_token: str = ""
     user_envs: dict[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
+    unix_socket: str = ""
 
     @property
     def single_port(self) -> bool:

@@ -10,19 +10,22 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from envd.auth import TOKEN_EXEMPT, UNAUTHORIZED_MESSAGE, token_matches
-from envd.config import CODE_INTERPRETER_PORT, Config
+from envd.config import CODE_INTERPRETER_PORT, ENVD_PORT, Config
 from envd.connect.errors import ConnectError
 from envd.connect.server import basic_user, unary_error
 from envd.http.errors import http_error
+from envd.http.forward import PortForwarder
 
 log = logging.getLogger("envd.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
-#: Which API a request is for, on a port that may serve both.
+#: Which API a request is for, on a port that may serve both; on the Unix
+#: socket also FORWARD, for a program's own port (`FORWARD_PORT_KEY`).
 API_KEY = "api"
-ENVD, CODE = "envd", "code"
+FORWARD_PORT_KEY = "forward_port"
+ENVD, CODE, FORWARD = "envd", "code", "forward"
 
 CORS_EXPOSED = (
     "Grpc-Status, Grpc-Message, Grpc-Status-Details-Bin, Location, Cache-Control, "
@@ -68,6 +71,61 @@ def api_selector(single_port: bool) -> Middleware:
         return await handler(request)
 
     return select
+
+
+def port_header_selector(code_interpreter: bool) -> Middleware:
+    """On the Unix-socket ingress, `E2b-Sandbox-Port` alone picks the API, never the path.
+
+    A user's own server may well have an `/execute`; absent means envd, as
+    upstream's proxy defaults to it.
+    """
+
+    @web.middleware
+    async def select(request: web.Request, handler: Handler) -> web.StreamResponse:
+        value = request.headers.get("E2b-Sandbox-Port", str(ENVD_PORT))
+        if not (value.isascii() and value.isdigit() and 0 < int(value) < 65536):
+            return http_error(400, "invalid E2b-Sandbox-Port header")
+        port = int(value)
+        if port == ENVD_PORT:
+            request[API_KEY] = ENVD
+        elif port == CODE_INTERPRETER_PORT and code_interpreter:
+            request[API_KEY] = CODE
+        else:
+            request[API_KEY] = FORWARD
+            request[FORWARD_PORT_KEY] = port
+        return await handler(request)
+
+    return select
+
+
+def forward_other_ports(forwarder: PortForwarder) -> Middleware:
+    """Requests for a program's port go to it, past envd's routes and token."""
+
+    @web.middleware
+    async def forward(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request[API_KEY] == FORWARD:
+            return await forwarder.forward(request, request[FORWARD_PORT_KEY])
+        return await handler(request)
+
+    return forward
+
+
+def routes_of_api(api: str, resources: set) -> Middleware:
+    """`resources` answer only requests of `api`, the others only requests of other APIs.
+
+    Where the port header picks the API, envd must not serve `/execute`, nor
+    the code interpreter `/files`: each answers its own 404 instead.
+    """
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route
+        if route.resource is not None and route.resource.canonical != "/health":
+            if (route.resource in resources) != (request.get(API_KEY) == api):
+                raise web.HTTPNotFound()
+        return await handler(request)
+
+    return guard
 
 
 def _api_of(request: web.Request) -> str:
