@@ -57,67 +57,69 @@ class PortForwarder:
             self._session = None
 
     async def forward(self, request: web.Request, port: int) -> web.StreamResponse:
-        if _is_websocket(request):
-            return await self._relay_websocket(request, port)
-        headers = _forwarded_headers(request)
-        body = request.content.iter_any() if request.body_exists else None
         for host in LOOPBACK_HOSTS:
-            try:
-                upstream = await self._client().request(
-                    request.method,
-                    f"http://{host}:{port}{request.rel_url}",
-                    headers=headers,
-                    data=body,
-                    allow_redirects=False,
-                    skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
-                )
-                break
-            except aiohttp.ClientConnectorError:
-                continue
-        else:
-            return port_not_open(request, port)
-        async with upstream:
-            return await _relay_response(request, upstream)
+            response = await relay(request, self._client(), f"http://{host}:{port}")
+            if response is not None:
+                return response
+        return port_not_open(request, port)
 
-    async def _relay_websocket(self, request: web.Request, port: int) -> web.StreamResponse:
-        """Open the upstream WebSocket first, so the client gets its subprotocol."""
-        protocols = [
-            p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
-        ]
-        headers = {k: v for k, v in _forwarded_headers(request).items() if k.lower() not in WEBSOCKET_HANDSHAKE}
-        for host in LOOPBACK_HOSTS:
-            try:
-                upstream = await self._client().ws_connect(
-                    f"http://{host}:{port}{request.rel_url}",
-                    headers=headers,
-                    protocols=protocols,
-                    autoping=False,
-                    max_msg_size=0,
-                )
-                break
-            except aiohttp.ClientConnectorError:
-                continue
-            except aiohttp.WSServerHandshakeError as exc:
-                return web.Response(status=exc.status or 502, text=exc.message)
-        else:
-            return port_not_open(request, port)
-        client = web.WebSocketResponse(
-            protocols=[upstream.protocol] if upstream.protocol else (), autoping=False, max_msg_size=0
+
+async def relay(
+    request: web.Request, session: aiohttp.ClientSession, base_url: str, extra_headers: dict[str, str] | None = None
+) -> web.StreamResponse | None:
+    """Relay `request` to the same path under `base_url`, WebSocket upgrades included.
+
+    None when nothing accepts the connection there (the caller decides what
+    that means); otherwise the response, already streamed to the client.
+    Used by the daemon's port forwarder and by the control plane's proxy.
+    """
+    headers = {**_forwarded_headers(request), **(extra_headers or {})}
+    url = f"{base_url}{request.rel_url}"
+    if _is_websocket(request):
+        return await _relay_websocket(request, session, url, headers)
+    try:
+        upstream = await session.request(
+            request.method,
+            url,
+            headers=headers,
+            data=request.content.iter_any() if request.body_exists else None,
+            allow_redirects=False,
+            skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
         )
-        async with upstream:
-            await client.prepare(request)
-            relays = [
-                asyncio.create_task(_pump(client, upstream)),
-                asyncio.create_task(_pump(upstream, client)),
-            ]
-            try:
-                await asyncio.wait(relays, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for relay in relays:
-                    relay.cancel()
-                await asyncio.gather(*relays, return_exceptions=True)
-                await client.close()
-        return client
+    except aiohttp.ClientConnectorError:
+        return None
+    async with upstream:
+        return await _relay_response(request, upstream)
+
+
+async def _relay_websocket(
+    request: web.Request, session: aiohttp.ClientSession, url: str, headers: dict[str, str]
+) -> web.StreamResponse | None:
+    """Open the upstream WebSocket first, so the client gets its subprotocol."""
+    protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    headers = {k: v for k, v in headers.items() if k.lower() not in WEBSOCKET_HANDSHAKE}
+    try:
+        upstream = await session.ws_connect(
+            url, headers=headers, protocols=protocols, autoping=False, max_msg_size=0
+        )
+    except aiohttp.ClientConnectorError:
+        return None
+    except aiohttp.WSServerHandshakeError as exc:
+        return web.Response(status=exc.status or 502, text=exc.message)
+    client = web.WebSocketResponse(
+        protocols=[upstream.protocol] if upstream.protocol else (), autoping=False, max_msg_size=0
+    )
+    async with upstream:
+        await client.prepare(request)
+        relays = [asyncio.create_task(_pump(client, upstream)), asyncio.create_task(_pump(upstream, client))]
+        try:
+            await asyncio.wait(relays, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in relays:
+                task.cancel()
+            await asyncio.gather(*relays, return_exceptions=True)
+            await client.close()
+    return client
 
 
 def port_not_open(request: web.Request, port: int) -> web.Response:

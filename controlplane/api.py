@@ -1,0 +1,293 @@
+"""E2B's REST API subset (`E2B_API_URL`): create, connect, list, get info, kill, timeout.
+
+Every error is `{"code": <int>, "message": ...}`, the shape both SDK
+generations parse; the exception each status becomes is the SDK's business.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from aiohttp import web
+
+from controlplane.backend import EngineError
+from controlplane.config import DEFAULT_TIMEOUT, Settings
+from controlplane.lifecycle import Manager, StartTimeout
+from controlplane.records import Sandbox
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+TEAM = "team"
+UNSUPPORTED_FIELDS = ("mcp", "iam", "volumeMounts", "network", "autoPause", "autoResume")
+#: Routes of the SDKs this control plane does not offer (yet): 501, never a silent success.
+NOT_SUPPORTED = {
+    ("POST", "/sandboxes/{id}/pause"): "pause",
+    ("POST", "/sandboxes/{id}/resume"): "resume",
+    ("GET", "/sandboxes/{id}/metrics"): "metrics",
+    ("POST", "/sandboxes/{id}/fork"): "fork",
+    ("POST", "/sandboxes/{id}/snapshots"): "snapshots",
+    ("PUT", "/sandboxes/{id}/network"): "network update",
+    ("GET", "/sandboxes/{id}/logs"): "logs",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"code": status, "message": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        message = "not found" if exc.status == 404 else exc.reason
+        return error_response(exc.status, message)
+
+
+class Api:
+    def __init__(self, settings: Settings, manager: Manager) -> None:
+        self.settings = settings
+        self.manager = manager
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[json_errors, self._authenticate])
+        app.add_routes([
+            web.get("/health", self.health),
+            web.post("/v2/sandboxes", self.create_v2),
+            web.post("/sandboxes", self.create_v1),
+            web.get("/v2/sandboxes", self.list_v2),
+            web.get("/sandboxes", self.list_v1),
+            web.get("/sandboxes/{id}", self.info),
+            web.delete("/sandboxes/{id}", self.kill),
+            web.post("/sandboxes/{id}/timeout", self.set_timeout),
+            web.post("/v2/sandboxes/{id}/connect", self.connect),
+            web.post("/sandboxes/{id}/connect", self.connect),
+            web.get("/snapshots", self.no_snapshots),
+        ])
+        for (method, path), feature in NOT_SUPPORTED.items():
+            app.router.add_route(method, path, _not_supported(feature))
+        return app
+
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/health":
+            return await handler(request)
+        given = request.headers.get("X-API-KEY", "").encode("utf-8", "surrogateescape")
+        for key, team in self.settings.api_keys.items():
+            if hmac.compare_digest(key.encode(), given):
+                request[TEAM] = team
+                return await handler(request)
+        raise ApiError(401, "Invalid API key")
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def no_snapshots(self, request: web.Request) -> web.Response:
+        return web.json_response([])
+
+    # ------------------------------------------------------------ create
+
+    async def create_v2(self, request: web.Request) -> web.Response:
+        return await self._create(request, secure=True)
+
+    async def create_v1(self, request: web.Request) -> web.Response:
+        body = await _json_object(request)
+        return await self._create(request, secure=body.get("secure") is True, body=body)
+
+    async def _create(self, request: web.Request, secure: bool, body: dict | None = None) -> web.Response:
+        body = body if body is not None else await _json_object(request)
+        for name in UNSUPPORTED_FIELDS:
+            if body.get(name) not in (None, False, {}, []):
+                raise ApiError(400, f"{name} is not supported by the local control plane")
+        name = _string(body, "templateID", required=True)
+        template = self.settings.template(name)
+        if template is None:
+            raise ApiError(404, f"template '{name}' not found")
+        if not await self.manager.backend.image_present(template.image):
+            raise ApiError(404, f"template '{name}' is not available: image {template.image} is not present")
+        timeout = self._timeout(body, "timeout")
+        internet = body.get("allow_internet_access")
+        if internet is not None and not isinstance(internet, bool):
+            raise ApiError(400, "allow_internet_access must be a boolean")
+        try:
+            sandbox = await self.manager.create(
+                request[TEAM], template, alias=name if name != template.id else None, timeout=timeout,
+                metadata=_string_map(body, "metadata"), env_vars=_string_map(body, "envVars"),
+                secure=secure, internet=internet,
+            )
+        except StartTimeout as exc:
+            raise ApiError(504, str(exc), {"Should-Retry": "false"}) from None
+        except EngineError as exc:
+            raise ApiError(500, str(exc), {"Should-Retry": "false"}) from None
+        return web.json_response(self._sandbox(sandbox), status=201)
+
+    def _timeout(self, body: dict[str, Any], field: str, allow_zero: bool = False) -> int:
+        value = body.get(field, DEFAULT_TIMEOUT)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ApiError(400, f"{field} must be an integer number of seconds")
+        if value < 0 or (value == 0 and not allow_zero):
+            raise ApiError(400, "Timeout must be greater than 0")
+        if value > self.settings.max_timeout:
+            raise ApiError(400, "Timeout cannot be greater than 24 hours")
+        return value
+
+    def _sandbox(self, sandbox: Sandbox) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "templateID": sandbox.template_id,
+            "sandboxID": sandbox.id,
+            "clientID": self.settings.client_id,
+            "envdVersion": sandbox.envd_version,
+            "trafficAccessToken": None,
+            "domain": None,
+        }
+        if sandbox.alias:
+            answer["alias"] = sandbox.alias
+        if sandbox.access_token:
+            answer["envdAccessToken"] = sandbox.access_token
+        return answer
+
+    # ------------------------------------------------------------ list and info
+
+    async def list_v1(self, request: web.Request) -> web.Response:
+        found = self._matching(request)
+        return web.json_response([s.listed(self.settings.client_id) for s in found])
+
+    async def list_v2(self, request: web.Request) -> web.Response:
+        states = request.query.get("state", "running,paused").split(",")
+        found = self._matching(request) if "running" in states else []
+        limit = _limit(request.query.get("limit"))
+        start = _after_cursor(found, request.query.get("nextToken"))
+        page = found[start : start + limit]
+        headers = {}
+        if start + limit < len(found):
+            last = page[-1]
+            headers["x-next-token"] = base64.urlsafe_b64encode(
+                json.dumps([last.started_at, last.id]).encode()
+            ).decode()
+        return web.json_response([s.listed(self.settings.client_id) for s in page], headers=headers)
+
+    def _matching(self, request: web.Request) -> list[Sandbox]:
+        """The team's running sandboxes matching every metadata pair, newest first."""
+        wanted = _metadata_query(request.query.get("metadata", ""))
+        found = [
+            s for s in self.manager.sandboxes.values()
+            if self.manager.find(request[TEAM], s.id) is s
+            and all(s.metadata.get(k) == v for k, v in wanted.items())
+        ]
+        return sorted(found, key=lambda s: (s.started_at, s.id), reverse=True)
+
+    async def info(self, request: web.Request) -> web.Response:
+        sandbox = self._find(request)
+        detail = {
+            **sandbox.listed(self.settings.client_id),
+            **self._sandbox(sandbox),
+            "allowInternetAccess": sandbox.allow_internet,
+            "lifecycle": {"onTimeout": "kill", "autoResume": False},
+        }
+        return web.json_response(detail)
+
+    # ------------------------------------------------------------ changes
+
+    async def kill(self, request: web.Request) -> web.Response:
+        if not await self.manager.kill(self._find(request)):
+            raise ApiError(404, _missing(request))
+        return web.Response(status=204)
+
+    async def set_timeout(self, request: web.Request) -> web.Response:
+        sandbox = self._find(request)
+        timeout = self._timeout(await _json_object(request), "timeout", allow_zero=True)
+        self.manager.set_end(sandbox, time.time() + timeout)
+        return web.Response(status=204)
+
+    async def connect(self, request: web.Request) -> web.Response:
+        sandbox = self._find(request)
+        timeout = self._timeout(await _json_object(request), "timeout")
+        self.manager.set_end(sandbox, max(sandbox.end_at, time.time() + timeout))  # extend only
+        return web.json_response(self._sandbox(sandbox))
+
+    def _find(self, request: web.Request) -> Sandbox:
+        sandbox = self.manager.find(request[TEAM], request.match_info["id"])
+        if sandbox is None:
+            raise ApiError(404, _missing(request))
+        return sandbox
+
+
+def _missing(request: web.Request) -> str:
+    return f"Sandbox \"{request.match_info['id']}\" doesn't exist or you don't have access to it"
+
+
+def _not_supported(feature: str) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        raise ApiError(501, f"{feature} is not supported by the local control plane")
+    return handler
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.content.read(1024 * 1024 + 1)
+    if len(raw) > 1024 * 1024:
+        raise ApiError(400, "request body too large")
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError as exc:
+        raise ApiError(400, f"request body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return body
+
+
+def _string(body: dict[str, Any], field: str, required: bool = False) -> str:
+    value = body.get(field)
+    if not isinstance(value, str) or (required and not value):
+        raise ApiError(400, f"{field} must be a non-empty string")
+    return value
+
+
+def _string_map(body: dict[str, Any], field: str) -> dict[str, str]:
+    value = body.get(field) or {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ApiError(400, f"{field} must map strings to strings")
+    return dict(value)
+
+
+def _metadata_query(value: str) -> dict[str, str]:
+    """The SDK quotes keys and values, then urlencodes: undo both layers."""
+    return {unquote(k): unquote(v) for k, v in parse_qsl(value, keep_blank_values=True)}
+
+
+def _limit(value: str | None) -> int:
+    if value is None:
+        return 100
+    if not value.isdigit() or not 1 <= int(value) <= 100:
+        raise ApiError(400, "limit must be between 1 and 100")
+    return int(value)
+
+
+def _after_cursor(found: list[Sandbox], token: str | None) -> int:
+    """Index of the first item after the cursor (started_at, id of the last item sent)."""
+    if not token:
+        return 0
+    try:
+        started_at, sandbox_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, binascii.Error, TypeError):
+        raise ApiError(400, "invalid nextToken") from None
+    for index, sandbox in enumerate(found):
+        if (sandbox.started_at, sandbox.id) < (started_at, sandbox_id):
+            return index
+    return len(found)
+

@@ -1,0 +1,55 @@
+"""What the control plane is told at start: listeners, engine, keys, templates."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass, field
+
+ID_ALPHABET = string.ascii_lowercase + string.digits
+DEFAULT_TIMEOUT = 300
+MAX_TIMEOUT = 24 * 3600
+#: The SDKs' default template names: both map to the one image (it serves both APIs).
+DEFAULT_TEMPLATE_NAMES = ("base", "code-interpreter-v1")
+
+
+def random_id(length: int) -> str:
+    """Ids and client ids: `[a-z0-9]`, no `-` (host routing splits on it)."""
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(length))
+
+
+@dataclass(frozen=True)
+class Template:
+    """A name the SDK asks for, and the local image behind it (never pulled)."""
+
+    id: str
+    image: str
+    aliases: tuple[str, ...] = ()
+    cpu_count: int = 2
+    memory_mb: int = 1024
+    disk_size_mb: int = 10240  # reported, not enforced
+    pids_limit: int = 4096
+    default_user: str = "user"
+    default_workdir: str = "/home/user"
+
+    def answers_to(self, name: str) -> bool:
+        return name == self.id or name in self.aliases
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    api_port: int = 3000
+    proxy_port: int = 3001
+    engine_url: str = ""
+    state_dir: str = "/var/lib/envd-controlplane"
+    api_keys: dict[str, str] = field(default_factory=dict)  # key -> team
+    templates: list[Template] = field(default_factory=list)
+    max_timeout: int = MAX_TIMEOUT
+    #: Labels every container this instance manages; reconciled at start.
+    instance_id: str = "envd-controlplane"
+    #: SDK 1.x builds ids as `<sandboxID>-<clientID>`: one constant per instance.
+    client_id: str = field(default_factory=lambda: random_id(8))
+
+    def template(self, name: str) -> Template | None:
+        return next((t for t in self.templates if t.answers_to(name)), None)

@@ -1,0 +1,52 @@
+"""Connecting to a sandbox's Unix socket without trusting the path.
+
+Code in the sandbox may run as root and could swap the socket for a symlink
+to a host path (the engine's own API socket, say), which a plain connect by
+path would follow. So the socket is opened `O_PATH | O_NOFOLLOW`, checked to
+be a socket, and connected to through `/proc/self/fd/<fd>` (which also avoids
+the 108-byte `sun_path` limit). After a failed connect it is opened afresh.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import aiohttp
+
+#: Connect in 5 s; a quiet stream may idle 620 s (above the SDKs' 50 s pings).
+TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=620)
+
+
+class Ingress:
+    """One sandbox's socket: a held descriptor and a keep-alive client session over it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        """A session to the socket as it is now; raises OSError if it is no socket."""
+        if self._session is None:
+            fd = os.open(self.path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(f"{self.path} is not a socket")
+            self._fd = fd
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=f"/proc/self/fd/{fd}", limit=0),
+                timeout=TIMEOUT,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    async def reset(self) -> None:
+        """Forget the descriptor and connections (after a failure, a kill or a restart)."""
+        session, self._session = self._session, None
+        fd, self._fd = self._fd, None
+        if session is not None:
+            await session.close()
+        if fd is not None:
+            os.close(fd)

@@ -1,0 +1,171 @@
+"""The SDK's whole Sandbox lifecycle against the real control plane and real containers."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from e2b import (
+    AuthenticationException,
+    NotFoundException,
+    SandboxException,
+    SandboxNotRunningException,
+    SandboxQuery,
+)
+from e2b import Sandbox as EnvdSandbox
+from e2b_code_interpreter import Sandbox
+
+from tests.controlplane.conftest import ControlPlaneProcess
+from tests.harness import TEST_IMAGE
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _listed_ids(**opts) -> list[str]:
+    paginator = EnvdSandbox.list(**opts)
+    ids = []
+    while paginator.has_next:
+        ids += [item.sandbox_id for item in paginator.next_items()]
+    return ids
+
+
+def _wait_until(condition, seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def test_create_with_envs_and_metadata_then_kill(sdk_env: ControlPlaneProcess) -> None:
+    sandbox = Sandbox.create(envs={"GREETING": "hello"}, metadata={"suite": "cp", "case": "create"}, timeout=120)
+    try:
+        assert sandbox.run_code("6 * 7").text == "42"
+        assert sandbox.commands.run("echo $GREETING").stdout == "hello\n"
+        assert sandbox.run_code("import os; os.environ['GREETING']").text == "hello"
+        sandbox.files.write("note.txt", "kept")
+        assert sandbox.files.read("/home/user/note.txt") == "kept"
+        info = sandbox.get_info()
+        assert (info.sandbox_id, info.metadata, info.template_id) == (
+            sandbox.sandbox_id, {"suite": "cp", "case": "create"}, "local-envd"
+        )
+        assert sandbox.sandbox_id in _listed_ids(query=SandboxQuery(metadata={"case": "create"}))
+        assert sandbox.sandbox_id not in _listed_ids(query=SandboxQuery(metadata={"case": "other"}))
+        assert sandbox.is_running()
+    finally:
+        assert sandbox.kill() is True
+    assert not sandbox.is_running()
+    assert sandbox.sandbox_id not in _listed_ids()
+    assert EnvdSandbox.kill(sandbox.sandbox_id) is False
+    with pytest.raises(SandboxNotRunningException):
+        sandbox.commands.run("true")
+
+
+def test_a_second_client_connects_by_id(sdk_env: ControlPlaneProcess) -> None:
+    first = Sandbox.create(timeout=120)
+    try:
+        first.run_code("shared = 21")
+        second = Sandbox.connect(first.sandbox_id)
+        assert second.run_code("shared * 2").text == "42"
+        assert second.commands.run("whoami").stdout == "user\n"
+    finally:
+        EnvdSandbox.kill(first.sandbox_id)
+
+
+def test_the_timeout_kills_the_sandbox_and_its_container(sdk_env: ControlPlaneProcess) -> None:
+    sandbox = EnvdSandbox.create(timeout=3)
+    assert sandbox.commands.run("echo alive").stdout == "alive\n"
+    assert _wait_until(lambda: sandbox.sandbox_id not in _listed_ids())
+    assert not sandbox.is_running()
+    with pytest.raises(SandboxNotRunningException):
+        sandbox.commands.run("true")
+
+
+def test_set_timeout_and_connect_keep_it_alive(sdk_env: ControlPlaneProcess) -> None:
+    sandbox = EnvdSandbox.create(timeout=3)
+    try:
+        sandbox.set_timeout(120)
+        time.sleep(4)
+        assert sandbox.is_running()
+        EnvdSandbox.connect(sandbox.sandbox_id, timeout=200)
+        assert sandbox.get_info().end_at > sandbox.get_info().started_at
+    finally:
+        sandbox.kill()
+
+
+def test_teams_never_see_each_others_sandboxes(sdk_env: ControlPlaneProcess) -> None:
+    sandbox = EnvdSandbox.create(timeout=120)
+    try:
+        assert sandbox.sandbox_id not in _listed_ids(api_key="key-team-b")
+        assert EnvdSandbox.kill(sandbox.sandbox_id, api_key="key-team-b") is False
+        with pytest.raises(NotFoundException):
+            EnvdSandbox.get_info(sandbox.sandbox_id, api_key="key-team-b")
+        assert sandbox.is_running()
+    finally:
+        sandbox.kill()
+
+
+def test_bad_requests_get_the_sdks_exceptions(sdk_env: ControlPlaneProcess) -> None:
+    with pytest.raises(AuthenticationException):
+        EnvdSandbox.create(api_key="not-a-key")
+    with pytest.raises(SandboxException, match="not found"):
+        EnvdSandbox.create(template="no-such-template")
+    with pytest.raises(SandboxException, match="greater than 0"):
+        EnvdSandbox.create(timeout=-5)
+    with pytest.raises(NotFoundException):
+        EnvdSandbox.get_info("a" * 20)
+
+
+def test_secure_sandbox_refuses_code_without_its_token(sdk_env: ControlPlaneProcess) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    sandbox = Sandbox.create(timeout=120)
+    try:
+        request = urllib.request.Request(
+            f"{sdk_env.sandbox_url}/execute", data=json.dumps({"code": "1"}).encode(), method="POST",
+            headers={"E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "49999"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 401
+        assert sandbox.run_code("1 + 1").text == "2"  # the SDK sends the token
+    finally:
+        sandbox.kill()
+
+
+def test_a_restart_loses_no_sandbox_and_leaves_no_orphan(sdk_env: ControlPlaneProcess) -> None:
+    import docker
+
+    engine = docker.DockerClient(base_url=sdk_env.engine_url, version="auto")
+    sandbox = Sandbox.create(timeout=120)
+    try:
+        sandbox.run_code("survivor = 'yes'")
+        assert sdk_env.stop() == 0
+        # A container of ours without a record, as if the control plane died mid-create.
+        orphan = engine.containers.create(
+            TEST_IMAGE, command=["sleep", "600"], name=f"e2b-orphan-{sdk_env.instance}",
+            labels={"e2b.local/managed-by": sdk_env.instance, "e2b.local/sandbox-id": "o" * 20},
+        )
+        orphan.start()
+        sdk_env.start()
+        assert sandbox.sandbox_id in _listed_ids()
+        assert sandbox.run_code("survivor").text == "yes"
+        assert not engine.containers.list(all=True, filters={"name": f"e2b-orphan-{sdk_env.instance}"})
+    finally:
+        sandbox.kill()
+        engine.close()
+
+
+def test_without_internet_access_only_loopback_exists(sdk_env: ControlPlaneProcess) -> None:
+    closed = EnvdSandbox.create(allow_internet_access=False, timeout=120)
+    default = EnvdSandbox.create(timeout=120)
+    try:
+        assert closed.commands.run("ls /sys/class/net").stdout.split() == ["lo"]
+        assert len(default.commands.run("ls /sys/class/net").stdout.split()) > 1
+        assert closed.get_info().allow_internet_access is False
+    finally:
+        closed.kill()
+        default.kill()
