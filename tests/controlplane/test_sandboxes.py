@@ -169,3 +169,46 @@ def test_without_internet_access_only_loopback_exists(sdk_env: ControlPlaneProce
     finally:
         closed.kill()
         default.kill()
+
+
+def test_twenty_sandboxes_created_at_once_all_run_code(sdk_env: ControlPlaneProcess) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def create_and_run(index: int) -> tuple[str, str | None]:
+        sandbox = Sandbox.create(timeout=300, metadata={"batch": "twenty"})
+        return sandbox.sandbox_id, sandbox.run_code(f"{index} * 2").text
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(create_and_run, range(20)))
+    try:
+        assert [text for _, text in results] == [str(i * 2) for i in range(20)]
+        assert len({sandbox_id for sandbox_id, _ in results}) == 20
+        assert sorted(_listed_ids(query=SandboxQuery(metadata={"batch": "twenty"}), limit=7)) == sorted(
+            sandbox_id for sandbox_id, _ in results
+        )  # three pages
+    finally:
+        for sandbox_id, _ in results:
+            EnvdSandbox.kill(sandbox_id)
+
+
+def test_a_server_inside_is_reachable_by_host_name(sdk_env: ControlPlaneProcess) -> None:
+    import urllib.request
+
+    sandbox = EnvdSandbox.create(timeout=120)
+    try:
+        sandbox.files.write("/home/user/site/index.html", "served from the sandbox")
+        sandbox.commands.run("cd /home/user/site && python -m http.server 8123", background=True)
+        host = sandbox.get_host(8123)
+        assert host.startswith(f"8123-{sandbox.sandbox_id}.")
+
+        def fetch() -> bytes | None:
+            request = urllib.request.Request(f"{sdk_env.sandbox_url}/index.html", headers={"Host": host})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return response.read()
+            except OSError:
+                return None
+
+        assert _wait_until(lambda: fetch() == b"served from the sandbox")
+    finally:
+        sandbox.kill()
