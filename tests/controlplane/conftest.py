@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
-import uuid
-from dataclasses import dataclass
 
 import pytest
 
-from tests.harness import ROOT, TEST_IMAGE, free_port
+from tests.controlplane.harness import (
+    ControlPlaneProcess,
+    control_plane_process,
+    remove_containers,
+    start_podman_service,
+)
+from tests.harness import TEST_IMAGE
 
 KEYS = {"key-team-a": "team-a", "key-team-b": "team-b"}
 
@@ -37,91 +35,21 @@ def engine_url(tmp_path_factory: pytest.TempPathFactory):
         return
     if shutil.which("podman") is None:
         pytest.skip("no DOCKER_HOST and no podman: the control plane needs a Docker Engine API")
-    socket_path = tmp_path_factory.mktemp("podman") / "podman.sock"
-    service = subprocess.Popen(
-        ["podman", "system", "service", "--time=0", f"unix://{socket_path}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while not socket_path.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"unix://{socket_path}"
+    service, url = start_podman_service(tmp_path_factory.mktemp("podman"))
+    yield url
     service.terminate()
     service.wait(10)
 
 
-@dataclass
-class ControlPlaneProcess:
-    api_port: int
-    proxy_port: int
-    argv: list[str]
-    log_path: str
-    engine_url: str
-    instance: str
-    proc: subprocess.Popen | None = None
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    @property
-    def sandbox_url(self) -> str:
-        return f"http://127.0.0.1:{self.proxy_port}"
-
-    def start(self) -> None:
-        with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"control plane exited:\n{self.log_text()}")
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"control plane not up:\n{self.log_text()}")
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(30)
-
-    def log_text(self) -> str:
-        with open(self.log_path, errors="replace") as log:
-            return log.read()
-
-
 @pytest.fixture(scope="module")
 def control_plane(engine_url: str, tmp_path_factory: pytest.TempPathFactory):
-    state = tmp_path_factory.mktemp("cp-state")
-    keys_file = state / "keys"
-    keys_file.write_text("".join(f"{key} {team}\n" for key, team in KEYS.items()))
-    api_port, proxy_port = free_port(), free_port()
-    instance = f"test-{uuid.uuid4().hex[:8]}"
-    argv = [
-        sys.executable, "-m", "controlplane", "--api-port", str(api_port), "--proxy-port", str(proxy_port),
-        "--engine-url", engine_url, "--state-dir", str(state / "data"), "--image", TEST_IMAGE,
-        "--api-keys-file", str(keys_file), "--instance-id", instance,
-    ]
-    log_path = tempfile.mktemp(prefix="cp-", suffix=".log")
-    plane = ControlPlaneProcess(api_port, proxy_port, argv, log_path, engine_url, instance)
+    plane = control_plane_process(engine_url, TEST_IMAGE, tmp_path_factory.mktemp("cp-state"), KEYS)
     plane.start()
     yield plane
     if plane.proc is not None and plane.proc.poll() is None:
         plane.stop()
-    _remove_containers(engine_url, instance)
+    remove_containers(engine_url, plane.instance)
     assert "Traceback" not in plane.log_text(), plane.log_text()[-5000:]
-
-
-def _remove_containers(engine_url: str, instance: str) -> None:
-    """No container outlives the tests, whatever they left running."""
-    import docker
-
-    client = docker.DockerClient(base_url=engine_url, version="auto")
-    for container in client.containers.list(all=True, filters={"label": f"e2b.local/managed-by={instance}"}):
-        container.remove(force=True)
-    client.close()
 
 
 @pytest.fixture

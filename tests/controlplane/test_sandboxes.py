@@ -15,7 +15,7 @@ from e2b import (
 from e2b import Sandbox as EnvdSandbox
 from e2b_code_interpreter import Sandbox
 
-from tests.controlplane.conftest import ControlPlaneProcess
+from tests.controlplane.harness import ControlPlaneProcess
 from tests.harness import TEST_IMAGE
 
 pytestmark = pytest.mark.timeout(300)

@@ -1,0 +1,146 @@
+"""`python -m bench.controlplane --image REF`: the control plane as the SDK feels it.
+
+- `Sandbox.create()` (no warm pool) and time to interactive (create -> first
+  run_code result);
+- proxy overhead: run_code('x+=1; x') and a 1 GB download through the proxy,
+  against the same daemon reached directly on its Unix socket (same raw client);
+- density: memory of one idle sandbox and how many fit in 16 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import docker
+from e2b_code_interpreter import Sandbox
+
+from bench.stats import Latency, Target, render
+from tests.controlplane.harness import control_plane_process, remove_containers, start_podman_service
+
+KEY = "bench-key"
+GB = 1000 * 1000 * 1000
+
+
+def create_and_tti(count: int) -> list[Target]:
+    creates, interactive = [], []
+    for _ in range(count):
+        started = time.perf_counter()
+        sandbox = Sandbox.create(timeout=120)
+        created = time.perf_counter()
+        sandbox.run_code("1")
+        creates.append((created - started) * 1000)
+        interactive.append((time.perf_counter() - started) * 1000)
+        sandbox.kill()
+    create, tti = Latency(creates), Latency(interactive)
+    return [
+        Target("Sandbox.create(), cold (no pool)", str(create), "-", "p50 <= 1000 ms", create.p50 <= 1000),
+        Target("create -> first run_code result, cold", str(tti), "-", "-", None),
+    ]
+
+
+async def _rtt(session: aiohttp.ClientSession, url: str, headers: dict[str, str], count: int) -> list[float]:
+    samples = []
+    body = json.dumps({"code": "x+=1; x"})
+    for _ in range(count):
+        started = time.perf_counter()
+        async with session.post(f"{url}/execute", data=body, headers=headers) as response:
+            await response.read()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+async def _download(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> float:
+    started = time.perf_counter()
+    size = 0
+    async with session.get(f"{url}/files", params={"path": "/tmp/big.bin", "username": "user"},
+                           headers=headers) as response:
+        assert response.status == 200, response.status
+        async for chunk in response.content.iter_chunked(1 << 20):
+            size += len(chunk)
+    return size / (time.perf_counter() - started) / 1e6
+
+
+async def proxy_overhead(sandbox: Sandbox, proxy_url: str, socket_path: str, rounds: int) -> list[Target]:
+    token = sandbox._envd_access_token  # noqa: SLF001 - what the SDK sends as X-Access-Token
+    routing = {"E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "49999", "X-Access-Token": token or ""}
+    envd = {**routing, "E2b-Sandbox-Port": "49983"}
+    sandbox.run_code("x = 0")
+    sandbox.commands.run("head -c 1000000000 /dev/urandom > /tmp/big.bin", timeout=120)
+    via_proxy, direct, proxy_rates, direct_rates = [], [], [], []
+    async with aiohttp.ClientSession() as through, aiohttp.ClientSession(
+        connector=aiohttp.UnixConnector(path=socket_path)
+    ) as straight:
+        for _ in range(5):  # alternate, so machine drift hits both alike
+            via_proxy += await _rtt(through, proxy_url, routing, rounds)
+            direct += await _rtt(straight, "http://sandbox", routing, rounds)
+        for _ in range(2):
+            proxy_rates.append(await _download(through, proxy_url, envd))
+            direct_rates.append(await _download(straight, "http://sandbox", envd))
+    ours, base = Latency(via_proxy), Latency(direct)
+    ratio = ours.p50 / base.p50
+    rate, base_rate = max(proxy_rates), max(direct_rates)
+    return [
+        Target("run_code('x+=1; x') RTT through the proxy", f"{ours}; {ratio:.2f}x", f"socket: {base}",
+               "p50 <= 1.1x direct", ratio <= 1.1),
+        Target("1 GB download through the proxy", f"{rate:,.0f} MB/s ({rate / base_rate:.2f}x)",
+               f"socket: {base_rate:,.0f} MB/s", ">= 0.8x direct", rate >= 0.8 * base_rate),
+    ]
+
+
+def density(engine_url: str, sandbox_id: str) -> Target:
+    client = docker.DockerClient(base_url=engine_url, version="auto")
+    try:
+        time.sleep(10)  # idle: kernels started, spare settled
+        stats = client.containers.get(f"e2b-{sandbox_id}").stats(stream=False)
+    finally:
+        client.close()
+    memory = stats["memory_stats"]
+    used = memory["usage"] - memory.get("stats", {}).get("inactive_file", 0)
+    mb = used / 2**20
+    return Target("idle sandbox memory (container, daemon, default kernels)",
+                  f"{mb:.0f} MB, {int(16 * 1024 / mb)} per 16 GB", "-", "-", None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.controlplane")
+    parser.add_argument("--image", required=True, help="the sandbox image (packaging/build-image.sh)")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-cp-"))
+    service = None
+    engine_url = os.environ.get("DOCKER_HOST", "")
+    if not engine_url:
+        service, engine_url = start_podman_service(work)
+    plane = control_plane_process(engine_url, args.image, work, {KEY: "bench"})
+    plane.start()
+    os.environ.pop("E2B_DEBUG", None)
+    os.environ.update(E2B_API_URL=plane.api_url, E2B_SANDBOX_URL=plane.sandbox_url, E2B_API_KEY=KEY)
+    try:
+        rows = create_and_tti(5 if args.quick else 10)
+        sandbox = Sandbox.create(timeout=600)
+        socket_path = str(work / "data" / "ingress" / sandbox.sandbox_id / "daemon.sock")
+        rows += asyncio.run(proxy_overhead(sandbox, plane.sandbox_url, socket_path, 20 if args.quick else 60))
+        sandbox.kill()
+        idle = Sandbox.create(timeout=600)
+        rows.append(density(engine_url, idle.sandbox_id))
+        idle.kill()
+    finally:
+        plane.stop()
+        remove_containers(engine_url, plane.instance)
+        if service is not None:
+            service.terminate()
+            service.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+    print(render(rows))
+
+
+if __name__ == "__main__":
+    main()
