@@ -97,3 +97,11 @@ def test_absurd_keepalive_interval_is_invalid_argument(daemon: DaemonProcess) ->
     end = _stream(daemon, "process.Process/Start", body, {**STREAM_JSON, "Keepalive-Ping-Interval": "9" * 400})
     assert end is not None and end["error"]["code"] == "invalid_argument", end
     assert _healthy(daemon)
+
+
+def test_truncated_or_non_object_json_is_invalid_argument(daemon: DaemonProcess) -> None:
+    """Never guessed into an empty request (a Move of nothing would mean the home directory)."""
+    for method in ("Move", "ListDir", "Stat", "Remove"):
+        for body in (b'{"path": 123', b'{"source": "/tmp/a"', b"[]", b"nul", b'"text"'):
+            status, error = _rpc(daemon, f"filesystem.Filesystem/{method}", body, JSON)
+            assert (status, error.get("code")) == (400, "invalid_argument"), (method, body, error)
