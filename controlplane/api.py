@@ -20,15 +20,13 @@ from aiohttp import web
 from controlplane.backend import EngineError
 from controlplane.config import DEFAULT_TIMEOUT, Settings
 from controlplane.lifecycle import Manager, StartTimeout
-from controlplane.records import Sandbox
+from controlplane.records import PAUSED, RUNNING, Sandbox
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TEAM = "team"
 UNSUPPORTED_FIELDS = ("mcp", "iam", "volumeMounts", "network", "autoPause", "autoResume")
 #: Routes of the SDKs this control plane does not offer (yet): 501, never a silent success.
 NOT_SUPPORTED = {
-    ("POST", "/sandboxes/{id}/pause"): "pause",
-    ("POST", "/sandboxes/{id}/resume"): "resume",
     ("GET", "/sandboxes/{id}/metrics"): "metrics",
     ("POST", "/sandboxes/{id}/fork"): "fork",
     ("POST", "/sandboxes/{id}/snapshots"): "snapshots",
@@ -78,6 +76,8 @@ class Api:
             web.post("/sandboxes/{id}/timeout", self.set_timeout),
             web.post("/v2/sandboxes/{id}/connect", self.connect),
             web.post("/sandboxes/{id}/connect", self.connect),
+            web.post("/sandboxes/{id}/pause", self.pause),
+            web.post("/sandboxes/{id}/resume", self.resume),
             web.get("/snapshots", self.no_snapshots),
         ])
         for (method, path), feature in NOT_SUPPORTED.items():
@@ -165,12 +165,13 @@ class Api:
     # ------------------------------------------------------------ list and info
 
     async def list_v1(self, request: web.Request) -> web.Response:
-        found = self._matching(request)
+        found = [s for s in self._matching(request) if s.state == RUNNING]
         return web.json_response([s.listed(self.settings.client_id) for s in found])
 
     async def list_v2(self, request: web.Request) -> web.Response:
-        states = request.query.get("state", "running,paused").split(",")
-        found = self._matching(request) if "running" in states else []
+        states = {"running": RUNNING, "paused": PAUSED}
+        wanted = {states[s] for s in request.query.get("state", "running,paused").split(",") if s in states}
+        found = [s for s in self._matching(request) if s.state in wanted]
         limit = _limit(request.query.get("limit"))
         start = _after_cursor(found, request.query.get("nextToken"))
         page = found[start : start + limit]
@@ -183,7 +184,7 @@ class Api:
         return web.json_response([s.listed(self.settings.client_id) for s in page], headers=headers)
 
     def _matching(self, request: web.Request) -> list[Sandbox]:
-        """The team's running sandboxes matching every metadata pair, newest first."""
+        """The team's running and paused sandboxes matching every metadata pair, newest first."""
         wanted = _metadata_query(request.query.get("metadata", ""))
         found = [
             s for s in self.manager.sandboxes.values()
@@ -200,6 +201,8 @@ class Api:
             "allowInternetAccess": sandbox.allow_internet,
             "lifecycle": {"onTimeout": "kill", "autoResume": False},
         }
+        if sandbox.state == PAUSED:
+            detail["pauseMode"] = "full"
         return web.json_response(detail)
 
     # ------------------------------------------------------------ changes
@@ -211,15 +214,38 @@ class Api:
 
     async def set_timeout(self, request: web.Request) -> web.Response:
         sandbox = self._find(request)
+        if sandbox.state == PAUSED:
+            raise ApiError(409, f"Sandbox \"{sandbox.id}\" is paused")
         timeout = self._timeout(await _json_object(request), "timeout", allow_zero=True)
         self.manager.set_end(sandbox, time.time() + timeout)
         return web.Response(status=204)
 
     async def connect(self, request: web.Request) -> web.Response:
+        """Running: extend the timeout only (200). Paused: resume, timeout from now (201)."""
         sandbox = self._find(request)
         timeout = self._timeout(await _json_object(request), "timeout")
-        self.manager.set_end(sandbox, max(sandbox.end_at, time.time() + timeout))  # extend only
+        if sandbox.state == PAUSED:
+            await self.manager.resume(sandbox, timeout)
+            return web.json_response(self._sandbox(sandbox), status=201)
+        self.manager.set_end(sandbox, max(sandbox.end_at, time.time() + timeout))
         return web.json_response(self._sandbox(sandbox))
+
+    async def pause(self, request: web.Request) -> web.Response:
+        """Frozen pause (the SDK's default): processes stop, memory stays; `memory: false` is not offered."""
+        sandbox = self._find(request)
+        if (await _json_object(request)).get("memory") is False:
+            raise ApiError(501, "filesystem pause is not supported by the local control plane")
+        if not await self.manager.pause(sandbox):
+            raise ApiError(409, f"Sandbox \"{sandbox.id}\" is already paused")
+        return web.Response(status=204)
+
+    async def resume(self, request: web.Request) -> web.Response:
+        """The deprecated resume route: 201, or 409 when it is running."""
+        sandbox = self._find(request)
+        if sandbox.state != PAUSED:
+            raise ApiError(409, f"Sandbox \"{sandbox.id}\" is already running")
+        await self.manager.resume(sandbox, self._timeout(await _json_object(request), "timeout"))
+        return web.json_response(self._sandbox(sandbox), status=201)
 
     def _find(self, request: web.Request) -> Sandbox:
         sandbox = self.manager.find(request[TEAM], request.match_info["id"])

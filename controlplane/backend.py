@@ -34,7 +34,7 @@ class Managed:
 
     container_id: str
     sandbox_id: str
-    running: bool
+    status: str  # the engine's: running, paused, exited, ...
 
 
 def find_engine_url(configured: str) -> str:
@@ -113,6 +113,13 @@ class DockerBackend:
         )
         container.start()
 
+    async def pause(self, sandbox_id: str) -> None:
+        """Freeze every process (cgroup freezer); memory stays resident."""
+        await asyncio.to_thread(lambda: self.client.containers.get(f"e2b-{sandbox_id}").pause())
+
+    async def unpause(self, sandbox_id: str) -> None:
+        await asyncio.to_thread(lambda: self.client.containers.get(f"e2b-{sandbox_id}").unpause())
+
     async def remove(self, sandbox_id: str, container: str = "") -> None:
         """Force-remove the container (by name, or the given id) and the ingress directory."""
         def remove() -> None:
@@ -130,7 +137,7 @@ class DockerBackend:
                 all=True, filters={"label": f"{LABEL_MANAGER}={self.instance_id}"}
             )
             return [
-                Managed(c.id, c.labels.get(LABEL_SANDBOX, ""), c.status == "running") for c in containers
+                Managed(c.id, c.labels.get(LABEL_SANDBOX, ""), c.status) for c in containers
             ]
         return await asyncio.to_thread(listing)
 

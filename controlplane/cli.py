@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         metavar="NAME=IMAGE", help="another template, repeatable [ENVD_CP_TEMPLATES=a=img,b=img]")
     parser.add_argument("--api-keys-file", default=_env("API_KEYS_FILE"), metavar="PATH",
                         help="lines of 'KEY TEAM'; E2B_API_KEY must be one of the keys [ENVD_CP_API_KEYS_FILE]")
+    parser.add_argument("--pool-size", type=int, default=int(_env("POOL_SIZE", "1")),
+                        help="warm containers kept per template (0: none) [ENVD_CP_POOL_SIZE]")
     parser.add_argument("--instance-id", default=_env("INSTANCE_ID", "envd-controlplane"),
                         help="label of the containers this instance owns [ENVD_CP_INSTANCE_ID]")
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="[ENVD_CP_LOG_LEVEL]")
@@ -60,6 +62,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         api_keys=_api_keys(args.api_keys_file),
         templates=templates,
         instance_id=args.instance_id,
+        pool_size=max(0, args.pool_size),
     )
 
 

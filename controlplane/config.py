@@ -46,6 +46,8 @@ class Settings:
     api_keys: dict[str, str] = field(default_factory=dict)  # key -> team
     templates: list[Template] = field(default_factory=list)
     max_timeout: int = MAX_TIMEOUT
+    #: Warm containers per template, started and healthy, claimed by create.
+    pool_size: int = 1
     #: Labels every container this instance manages; reconciled at start.
     instance_id: str = "envd-controlplane"
     #: SDK 1.x builds ids as `<sandboxID>-<clientID>`: one constant per instance.

@@ -13,7 +13,15 @@ import aiohttp
 from controlplane.backend import DockerBackend
 from controlplane.config import Settings, Template, random_id
 from controlplane.ingress import Ingress
-from controlplane.records import KILLING, RUNNING, Sandbox, Store
+from controlplane.records import (
+    KILLING,
+    PAUSED,
+    POOLED,
+    RUNNING,
+    STARTING,
+    Sandbox,
+    Store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +43,31 @@ class Manager:
         self.sandboxes: dict[str, Sandbox] = {}
         self.ingresses: dict[str, Ingress] = {}
         self._timer: asyncio.Task[None] | None = None
-        self._kills: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()  # kills and pool fills
+        self._pool: dict[str, list[Sandbox]] = {}  # template id -> ready, unclaimed
+        self._filling: dict[str, int] = {}  # template id -> pool containers starting
 
     # ------------------------------------------------------------ start and stop
 
     async def start(self) -> None:
         await self.reconcile()
         self._timer = asyncio.create_task(self._enforce_timeouts())
+        for template in self.settings.templates:
+            self._refill(template)
 
     async def stop(self) -> None:
-        """Stop watching; sandboxes keep running and are picked up at the next start."""
+        """Stop watching; sandboxes keep running and are picked up at the next start.
+
+        Pool containers hold nothing yet: they go, so none lingers unowned.
+        """
         if self._timer is not None:
             self._timer.cancel()
             await asyncio.gather(self._timer, return_exceptions=True)
-        await asyncio.gather(*self._kills, return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
+        for ready in self._pool.values():
+            for sandbox in ready:
+                await self._discard(sandbox)
+        self._pool.clear()
         for ingress in self.ingresses.values():
             await ingress.reset()
 
@@ -58,7 +77,7 @@ class Manager:
         alive = set()
         for managed in await self.backend.list_managed():
             record = records.get(managed.sandbox_id)
-            if record is not None and managed.running and record.state == RUNNING:
+            if record is not None and (record.state, managed.status) in ((RUNNING, "running"), (PAUSED, "paused")):
                 alive.add(managed.sandbox_id)
             else:
                 log.info("removing container %s (no running record)", managed.container_id[:12])
@@ -70,7 +89,7 @@ class Manager:
             else:
                 self.store.delete(sandbox_id)
                 await self.backend.remove(sandbox_id)
-        log.info("reconciled: %d sandboxes running", len(self.sandboxes))
+        log.info("reconciled: %d sandboxes running or paused", len(self.sandboxes))
 
     # ------------------------------------------------------------ create
 
@@ -85,35 +104,79 @@ class Manager:
         secure: bool,
         internet: bool | None,
     ) -> Sandbox:
+        """A warm container from the pool when one is ready (default network only), else a new one."""
+        sandbox = self._claim(template) if internet is not False else None
+        if sandbox is None:
+            sandbox = self._new_record(template, STARTING)
+            await self._boot(sandbox, template, internet=internet is not False)
         now = time.time()
-        sandbox = Sandbox(
-            id=random_id(20), team=team, template_id=template.id, alias=alias,
-            started_at=now, end_at=now + timeout, cpu_count=template.cpu_count,
-            memory_mb=template.memory_mb, disk_size_mb=template.disk_size_mb,
-            metadata=metadata, env_vars=env_vars,
-            access_token=secrets.token_hex(32) if secure else None,
-            allow_internet=internet, default_user=template.default_user,
-            default_workdir=template.default_workdir,
-        )
-        self.sandboxes[sandbox.id] = sandbox
-        self.store.save(sandbox)
+        sandbox.team, sandbox.alias, sandbox.allow_internet = team, alias, internet
+        sandbox.started_at, sandbox.end_at = now, now + timeout
+        sandbox.metadata, sandbox.env_vars = metadata, env_vars
+        sandbox.access_token = secrets.token_hex(32) if secure else None
         try:
-            await self.backend.create(sandbox.id, template, internet=internet is not False)
-            ingress = self.ingresses[sandbox.id] = Ingress(self.backend.socket_path(sandbox.id))
-            sandbox.envd_version = await _initialise(sandbox, ingress)
+            sandbox.envd_version = await _send_init(sandbox, self.ingresses[sandbox.id])
         except BaseException:
             await self._discard(sandbox)
             raise
         sandbox.state = RUNNING
         self.store.save(sandbox)
+        self._refill(template)
         return sandbox
+
+    def _new_record(self, template: Template, state: str) -> Sandbox:
+        now = time.time()
+        return Sandbox(
+            id=random_id(20), team="", template_id=template.id, alias=None, started_at=now, end_at=now,
+            cpu_count=template.cpu_count, memory_mb=template.memory_mb,
+            disk_size_mb=template.disk_size_mb, state=state, default_user=template.default_user,
+            default_workdir=template.default_workdir,
+        )
+
+    async def _boot(self, sandbox: Sandbox, template: Template, internet: bool) -> None:
+        """Container started and daemon answering on its socket; nothing left behind on failure."""
+        self.sandboxes[sandbox.id] = sandbox
+        self.store.save(sandbox)
+        try:
+            await self.backend.create(sandbox.id, template, internet=internet)
+            self.ingresses[sandbox.id] = Ingress(self.backend.socket_path(sandbox.id))
+            await _wait_healthy(sandbox, self.ingresses[sandbox.id])
+        except BaseException:
+            await self._discard(sandbox)
+            raise
+
+    # ------------------------------------------------------------ warm pool
+
+    def _claim(self, template: Template) -> Sandbox | None:
+        ready = self._pool.get(template.id)
+        return ready.pop(0) if ready else None
+
+    def _refill(self, template: Template) -> None:
+        """Start pool containers in the background until `pool_size` are ready or coming."""
+        ready = len(self._pool.setdefault(template.id, []))
+        coming = self._filling.get(template.id, 0)
+        for _ in range(self.settings.pool_size - ready - coming):
+            self._filling[template.id] = self._filling.get(template.id, 0) + 1
+            task = asyncio.create_task(self._fill(template))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _fill(self, template: Template) -> None:
+        sandbox = self._new_record(template, POOLED)
+        try:
+            await self._boot(sandbox, template, internet=True)
+            self._pool[template.id].append(sandbox)
+        except Exception as exc:
+            log.warning("warm pool of %s: container not started: %s", template.id, exc)
+        finally:
+            self._filling[template.id] -= 1
 
     # ------------------------------------------------------------ queries and changes
 
     def find(self, team: str, sandbox_id: str) -> Sandbox | None:
-        """A running sandbox of `team`; 1.x's `<id>-<clientID>` form is cut at the dash."""
+        """A running or paused sandbox of `team`; 1.x's `<id>-<clientID>` form is cut at the dash."""
         sandbox = self.sandboxes.get(sandbox_id.split("-", 1)[0])
-        if sandbox is None or sandbox.team != team or sandbox.state != RUNNING:
+        if sandbox is None or sandbox.team != team or sandbox.state not in (RUNNING, PAUSED):
             return None
         return sandbox
 
@@ -126,6 +189,25 @@ class Manager:
     def set_end(self, sandbox: Sandbox, end_at: float) -> None:
         sandbox.end_at = end_at
         self.store.save(sandbox)
+
+    async def pause(self, sandbox: Sandbox) -> bool:
+        """Freeze it (False if it is not running). Its connections end; it stops timing out."""
+        if sandbox.state != RUNNING:
+            return False
+        sandbox.state = PAUSED
+        await self.ingresses[sandbox.id].reset()
+        try:
+            await self.backend.pause(sandbox.id)
+        except Exception:
+            sandbox.state = RUNNING
+            raise
+        self.store.save(sandbox)
+        return True
+
+    async def resume(self, sandbox: Sandbox, timeout: int) -> None:
+        await self.backend.unpause(sandbox.id)
+        sandbox.state = RUNNING
+        self.set_end(sandbox, time.time() + timeout)
 
     async def kill(self, sandbox: Sandbox) -> bool:
         """True for the one caller that killed it; racing kills get False."""
@@ -153,24 +235,28 @@ class Manager:
                 if sandbox.state == RUNNING and sandbox.end_at <= now:
                     log.info("sandbox %s timed out", sandbox.id)
                     task = asyncio.create_task(self.kill(sandbox))
-                    self._kills.add(task)
-                    task.add_done_callback(self._kills.discard)
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
             await asyncio.sleep(TIMER_INTERVAL)
 
 
-async def _initialise(sandbox: Sandbox, ingress: Ingress) -> str:
-    """Wait for the daemon's /health over the socket, then `/init`; the daemon's version."""
+async def _wait_healthy(sandbox: Sandbox, ingress: Ingress) -> None:
+    """Until the daemon answers `/health` on its socket (it listens before loading kernels)."""
     deadline = time.monotonic() + START_DEADLINE
     while True:
         try:
             async with ingress.session().get("http://sandbox/health") as response:
                 if response.status == 204:
-                    break
+                    return
         except (OSError, aiohttp.ClientError):
             await ingress.reset()
         if time.monotonic() > deadline:
             raise StartTimeout(f"sandbox {sandbox.id} did not start within {START_DEADLINE:.0f} s")
         await asyncio.sleep(0.02)
+
+
+async def _send_init(sandbox: Sandbox, ingress: Ingress) -> str:
+    """Env vars, token, default user and workdir to the daemon; its version."""
     body = {
         "envVars": sandbox.env_vars,
         "defaultUser": sandbox.default_user,

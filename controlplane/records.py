@@ -8,7 +8,8 @@ import sqlite3
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-STARTING, RUNNING, KILLING = "starting", "running", "killing"
+#: POOLED: a warm container no team has claimed yet; never listed, never routable.
+STARTING, POOLED, RUNNING, PAUSED, KILLING = "starting", "pooled", "running", "paused", "killing"
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Sandbox:
             "memoryMB": self.memory_mb,
             "diskSizeMB": self.disk_size_mb,
             "metadata": self.metadata,
-            "state": "running",
+            "state": "paused" if self.state == PAUSED else "running",
             "envdVersion": self.envd_version,
         }
 

@@ -71,8 +71,11 @@ class ControlPlaneProcess:
 
 
 
-def control_plane_process(engine_url: str, image: str, state: Path, keys: dict[str, str]) -> ControlPlaneProcess:
+def control_plane_process(
+    engine_url: str, image: str, state: Path, keys: dict[str, str], pool_size: int = 1
+) -> ControlPlaneProcess:
     """Configured, not yet started: free ports, its own state and instance label."""
+    state.mkdir(parents=True, exist_ok=True)
     keys_file = state / "keys"
     keys_file.write_text("".join(f"{key} {team}\n" for key, team in keys.items()))
     api_port, proxy_port = free_port(), free_port()
@@ -81,6 +84,7 @@ def control_plane_process(engine_url: str, image: str, state: Path, keys: dict[s
         sys.executable, "-m", "controlplane", "--api-port", str(api_port), "--proxy-port", str(proxy_port),
         "--engine-url", engine_url, "--state-dir", str(state / "data"), "--image", image,
         "--api-keys-file", str(keys_file), "--instance-id", instance, "--log-level", "WARNING",
+        "--pool-size", str(pool_size),
     ]
     log_path = tempfile.mktemp(prefix="cp-", suffix=".log")
     return ControlPlaneProcess(api_port, proxy_port, argv, log_path, engine_url, instance)

@@ -212,3 +212,48 @@ def test_a_server_inside_is_reachable_by_host_name(sdk_env: ControlPlaneProcess)
         assert _wait_until(lambda: fetch() == b"served from the sandbox")
     finally:
         sandbox.kill()
+
+
+def test_pause_and_resume_keep_files_and_kernel_state(sdk_env: ControlPlaneProcess) -> None:
+    from e2b.api.client.models.sandbox_state import SandboxState
+
+    sandbox = Sandbox.create(timeout=120)
+    try:
+        sandbox.run_code("kept = 41")
+        sandbox.files.write("/home/user/paused.txt", "still here")
+        assert sandbox.pause() is True
+        assert sandbox.pause() is False  # already paused
+        assert not sandbox.is_running()
+        assert sandbox.get_info().state == SandboxState.PAUSED
+        assert sandbox.sandbox_id in _listed_ids(query=SandboxQuery(state=[SandboxState.PAUSED]))
+        assert sandbox.sandbox_id not in _listed_ids(query=SandboxQuery(state=[SandboxState.RUNNING]))
+        resumed = Sandbox.connect(sandbox.sandbox_id, timeout=60)
+        assert resumed.run_code("kept + 1").text == "42"
+        assert resumed.files.read("/home/user/paused.txt") == "still here"
+        assert resumed.get_info().state == SandboxState.RUNNING
+    finally:
+        EnvdSandbox.kill(sandbox.sandbox_id)
+
+
+def test_a_warm_pool_container_takes_its_create_env(sdk_env: ControlPlaneProcess) -> None:
+    """The pool's container was started before anyone asked: /init must still reach its kernels."""
+    import docker
+
+    engine = docker.DockerClient(base_url=sdk_env.engine_url, version="auto")
+
+    def pooled() -> set[str]:
+        labelled = engine.containers.list(filters={"label": f"e2b.local/managed-by={sdk_env.instance}"})
+        return {c.labels["e2b.local/sandbox-id"] for c in labelled} - set(_listed_ids())
+
+    try:
+        assert _wait_until(lambda: len(pooled()) == 1, 60)
+        warm = pooled()
+        time.sleep(2)  # its kernels are up too
+        sandbox = Sandbox.create(envs={"POOL_VAR": "claimed"}, timeout=120)
+        assert {sandbox.sandbox_id} == warm
+        assert sandbox.run_code("import os; os.environ['POOL_VAR']").text == "claimed"
+        assert sandbox.commands.run("echo $POOL_VAR; whoami").stdout == "claimed\nuser\n"
+        sandbox.kill()
+        assert _wait_until(lambda: len(pooled()) == 1, 60)  # refilled
+    finally:
+        engine.close()
