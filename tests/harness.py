@@ -92,16 +92,33 @@ def no_zombies_soon(daemon: DaemonProcess | ContainerDaemon, timeout: float = 5.
     return True
 
 
-def start_daemon(*args: str, ready_timeout: float = 60, code_interpreter: bool = True) -> DaemonProcess:
-    """Run `python -m envd` on a free port and wait until both APIs answer."""
-    port = free_port()
+#: The interpreter that runs the daemon: this one, unless the tests run in an
+#: environment without envd (the SDK 1.x one, whose protobuf is too old).
+DAEMON_PYTHON = os.environ.get("ENVD_TEST_DAEMON_PYTHON") or sys.executable
+
+
+def start_daemon(
+    *args: str,
+    ready_timeout: float = 60,
+    code_interpreter: bool = True,
+    host_port: int | None = None,
+    code_port: int | None = None,
+) -> DaemonProcess:
+    """Run `python -m envd` and wait until both APIs answer.
+
+    Both APIs share one free port unless `host_port`/`code_port` name fixed ones.
+    """
+    port = host_port or free_port()
     log = tempfile.NamedTemporaryFile(prefix="envd-", suffix=".log", delete=False)
-    argv = [sys.executable, "-m", "envd", "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--code-port", str(port)] if code_interpreter else ["--no-code-interpreter"]
+    argv = [DAEMON_PYTHON, "-m", "envd", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--code-port", str(code_port or port)] if code_interpreter else ["--no-code-interpreter"]
     argv += ["--log-level", "DEBUG", *args]
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     daemon = DaemonProcess(port, proc, log.name, list(args))
     wait_healthy(daemon, code_interpreter, ready_timeout)
+    if code_interpreter and code_port and code_port != port:
+        code = DaemonProcess(code_port, proc, log.name, list(args))
+        wait_healthy(code, code_interpreter, ready_timeout)
     return daemon
 
 

@@ -24,6 +24,7 @@ from multidict import CIMultiDictProxy
 from envd.blocking import run_blocking
 from envd.connect import envelope
 from envd.connect.codec import CODECS, Codec
+from envd.connect.compat import codec_for_client
 from envd.connect.errors import Code, ConnectError, deadline_exceeded
 from envd.users import User, UserError, basic_auth_username, lookup_default_user, lookup_user
 
@@ -112,6 +113,7 @@ class ConnectServer:
         codec = _codec_for(request.content_type, streaming=rpc.kind is not Kind.UNARY)
         if codec is None:
             return web.Response(status=415, text="unsupported content type")
+        codec = codec_for_client(codec, request.headers)
         if rpc.kind is Kind.UNARY:
             return await self._serve_unary(request, rpc, codec)
         return await self._serve_stream(request, rpc, codec)
