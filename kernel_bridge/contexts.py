@@ -199,7 +199,7 @@ class Context:
         """Restore per-execution vars in the background; the next run awaits it (4.5.4)."""
         if kernel is not self.kernel or kernel.failed_reason is not None:
             return  # a fresh kernel never saw those variables
-        code = languages.env_restore_code(self.language, keys, self._registry.global_env())
+        code = languages.env_restore_code(self.language, keys)
         if code is None:
             return
         previous = self._cleanup

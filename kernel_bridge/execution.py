@@ -161,7 +161,7 @@ class Execution:
                 return False
             ctx.mark_global_env_applied(kernel)
         if self.env_vars:
-            code = languages.env_set_code(ctx.language, self.env_vars)
+            code = languages.env_override_code(ctx.language, self.env_vars)
             if code and not await self._internal(kernel, code):
                 return False
         return True

@@ -231,18 +231,74 @@ def env_set_code(language: str, env: Mapping[str, str]) -> Optional[str]:
     return "\n".join(lines) or None
 
 
-def env_restore_code(
-    language: str, keys: Iterable[str], global_env: Mapping[str, str]
-) -> Optional[str]:
-    """Spec 4.5.4: put each key back to its global value, or unset it."""
-    lines = []
-    for key in keys:
-        if key in global_env:
-            lines.append(_set_one(language, key, global_env[key]))
-        else:
-            lines.append(_unset_one(language, key))
-    lines = [line for line in lines if line]
-    return "\n".join(lines) or None
+def env_override_code(language: str, env: Mapping[str, str]) -> Optional[str]:
+    """Per-execution vars: remember each one's value in the kernel, then set it.
+
+    `env_restore_code` puts back exactly what was there before the run (or
+    unsets what did not exist), so an override never clobbers state the
+    kernel had, whether it came from `/init` or from the user's own code.
+    """
+    keys = [k for k in env if _set_one(language, k, "") is not None]
+    sets = env_set_code(language, {k: env[k] for k in keys})
+    if not keys or sets is None:
+        return None
+    return f"{_save(language, keys)}\n{sets}"
+
+
+def env_restore_code(language: str, keys: Iterable[str]) -> Optional[str]:
+    """Undo `env_override_code` for `keys` (spec 4.5.4, restoring the previous value)."""
+    keys = [k for k in keys if _set_one(language, k, "") is not None]
+    if not keys:
+        return None
+    if language == PYTHON:
+        return (
+            "import os\n"
+            "for _envd_k, _envd_v in globals().pop('_envd_saved', {}).items():\n"
+            "    os.environ.pop(_envd_k, None) if _envd_v is None else os.environ.__setitem__(_envd_k, _envd_v)\n"
+            "globals().pop('_envd_k', None); globals().pop('_envd_v', None)"
+        )
+    if language in (JAVASCRIPT, TYPESCRIPT):
+        return (
+            'for (const [k, v] of Object.entries(globalThis["__envdSaved"] ?? {})) '
+            "{ if (v === undefined) delete process.env[k]; else process.env[k] = v; }\n"
+            'delete globalThis["__envdSaved"];'
+        )
+    if language == R:
+        return (
+            "for (.envd_k in names(.envd_saved)) { if (is.na(.envd_saved[[.envd_k]])) Sys.unsetenv(.envd_k) "
+            "else do.call(Sys.setenv, stats::setNames(list(.envd_saved[[.envd_k]]), .envd_k)) }\n"
+            'suppressWarnings(rm(list = c(".envd_saved", ".envd_k")))'
+        )
+    if language == JAVA:
+        return (
+            "for (var __envdEntry : __envdSaved.entrySet()) { if (__envdEntry.getValue() == null) "
+            "System.clearProperty(__envdEntry.getKey()); "
+            "else System.setProperty(__envdEntry.getKey(), __envdEntry.getValue()); }"
+        )
+    if language == BASH:
+        return "\n".join(
+            f'if [ -n "$__envd_saved_{k}" ]; then eval "$__envd_saved_{k}"; else unset {k}; fi; unset __envd_saved_{k}'
+            for k in keys
+        )
+    return None
+
+
+def _save(language: str, keys: list[str]) -> str:
+    """Code that records each key's current value (or its absence) in the kernel."""
+    if language == PYTHON:
+        listed = ", ".join(py_literal(k) for k in keys)
+        return f"import os; _envd_saved = {{k: os.environ.get(k) for k in ({listed},)}}"
+    if language in (JAVASCRIPT, TYPESCRIPT):
+        listed = ", ".join(js_literal(k) for k in keys)
+        return f'globalThis["__envdSaved"] = Object.fromEntries([{listed}].map((k) => [k, process.env[k]]));'
+    if language == R:
+        listed = ", ".join(r_literal(k) for k in keys)
+        return f".envd_saved <- as.list(Sys.getenv(c({listed}), unset = NA, names = TRUE))"
+    if language == JAVA:
+        puts = " ".join(f"__envdSaved.put({java_literal(k)}, System.getProperty({java_literal(k)}));" for k in keys)
+        return f"java.util.Map<String, String> __envdSaved = new java.util.HashMap<>(); {puts}"
+    # bash: `declare -p` prints a statement that recreates the variable, exported or not.
+    return "\n".join(f"__envd_saved_{k}=$(declare -p {k} 2>/dev/null)" for k in keys)
 
 
 def _set_one(language: str, key: str, value: str) -> Optional[str]:

@@ -46,6 +46,43 @@ def test_env_vars_per_execution(sandbox, language):
     assert "".join(tricky.logs.stdout) == TRICKY + "\n"
 
 
+# language -> code that sets FOO in the kernel itself, as a user's cell would
+SETTERS = {
+    "python": "import os; os.environ['FOO'] = 'mine'",
+    "javascript": "process.env.FOO = 'mine'",
+    "typescript": "process.env.FOO = 'mine'",
+    "bash": "export FOO=mine",
+    "r": "Sys.setenv(FOO = 'mine')",
+    "java": 'System.setProperty("FOO", "mine");',
+}
+UNSETTERS = {
+    "python": "import os; os.environ.pop('FOO', None)",
+    "javascript": "delete process.env.FOO",
+    "typescript": "delete process.env.FOO",
+    "bash": "unset FOO",
+    "r": "Sys.unsetenv('FOO')",
+    "java": 'System.clearProperty("FOO");',
+}
+
+
+@pytest.mark.parametrize("language", sorted(READERS))
+def test_an_override_restores_what_the_kernel_had(sandbox, language):
+    """After a run with envs, each variable is back to its value before the run, not just unset."""
+    require_kernel(language)
+    code, _ = READERS[language]
+    context = sandbox.create_code_context(language=language)
+    try:
+        assert sandbox.run_code(SETTERS[language], context=context).error is None
+        overridden = sandbox.run_code(code, context=context, envs={"FOO": "override"})
+        assert _value(language, overridden) == EXPECTED[language].format("override")
+        assert _value(language, sandbox.run_code(code, context=context)) == EXPECTED[language].format("mine")
+        assert sandbox.run_code(UNSETTERS[language], context=context).error is None
+        sandbox.run_code(code, context=context, envs={"FOO": "override"})
+        assert _value(language, sandbox.run_code(code, context=context)) == EXPECTED[language].format("default")
+    finally:
+        sandbox.remove_code_context(context)
+
+
 def test_python_env_visible_to_child_processes(sandbox):
     execution = sandbox.run_code("!echo $CHILD_VAR", envs={"CHILD_VAR": "inherited"})
     assert "".join(execution.logs.stdout).strip() == "inherited"

@@ -147,9 +147,11 @@ def test_literals_round_trip(value):
     assert shell.startswith("'") and shell.endswith("'")
 
 
-def test_env_restore_sets_globals_back_and_unsets_others():
-    code = languages.env_restore_code("python", ["A", "B"], {"A": "global"})
-    assert code == "import os; os.environ['A'] = 'global'\nimport os; os.environ.pop('B', None)"
+def test_env_override_code_saves_before_setting():
+    code = languages.env_override_code("python", {"A": "1"})
+    assert code == "import os; _envd_saved = {k: os.environ.get(k) for k in ('A',)}\nimport os; os.environ['A'] = '1'"
+    assert languages.env_override_code("bash", {"not-valid": "x"}) is None
+    assert languages.env_restore_code("bash", ["not-valid"]) is None
     assert languages.env_set_code("bash", {"not-valid": "x", "OK": "it's"}) == "export OK='it'\\''s'"
     assert languages.env_set_code("cobol", {"A": "1"}) is None
 
