@@ -84,8 +84,11 @@ def test_run_code_state_results_errors_and_contexts(sandbox) -> None:
     assert error is not None and error.name == "ZeroDivisionError"
     frame = sandbox.run_code("import pandas as pd; pd.DataFrame({'a': [1, 2]})")
     assert frame.results and frame.results[0].html and "<table" in frame.results[0].html
-    chart = sandbox.run_code("import matplotlib.pyplot as plt; plt.plot([1, 2, 3]); plt.show()")
+    chart = sandbox.run_code(
+        "import matplotlib.pyplot as plt; plt.plot([1, 2, 3], [4, 5, 6]); plt.title('t'); plt.show()"
+    )
     assert chart.results and chart.results[0].png
+    assert chart.results[0].chart is not None and chart.results[0].chart.title == "t"
     context = sandbox.create_code_context(cwd="/tmp")
     assert sandbox.run_code("import os; os.getcwd()", context=context).text == "/tmp"
     bash = sandbox.run_code("echo $((6 * 7))", language="bash")
