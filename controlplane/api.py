@@ -20,6 +20,7 @@ from aiohttp import web
 from controlplane.backend import EngineError
 from controlplane.config import DEFAULT_TIMEOUT, Settings
 from controlplane.lifecycle import Manager, StartTimeout
+from controlplane.proxy import Proxy
 from controlplane.records import PAUSED, RUNNING, Sandbox
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -63,8 +64,13 @@ class Api:
         self.settings = settings
         self.manager = manager
 
-    def app(self) -> web.Application:
-        app = web.Application(middlewares=[json_errors, self._authenticate])
+    def app(self, host_routed_to: Proxy | None = None) -> web.Application:
+        """The REST API; with `host_routed_to`, the domain-mode listener, where only
+        `api.<domain>` is the API and every other host name is sandbox traffic."""
+        middlewares = [json_errors, self._authenticate]
+        if host_routed_to is not None:
+            middlewares.insert(0, _sandbox_hosts_to(host_routed_to))
+        app = web.Application(middlewares=middlewares)
         app.add_routes([
             web.get("/health", self.health),
             web.post("/v2/sandboxes", self.create_v2),
@@ -154,7 +160,7 @@ class Api:
             "clientID": self.settings.client_id,
             "envdVersion": sandbox.envd_version,
             "trafficAccessToken": None,
-            "domain": None,
+            "domain": self.settings.public_domain,
         }
         if sandbox.alias:
             answer["alias"] = sandbox.alias
@@ -252,6 +258,16 @@ class Api:
         if sandbox is None:
             raise ApiError(404, _missing(request))
         return sandbox
+
+
+def _sandbox_hosts_to(proxy: Proxy) -> Callable:
+    @web.middleware
+    async def dispatch(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.host.split(".", 1)[0] != "api":
+            return await proxy.handle(request)
+        return await handler(request)
+
+    return dispatch
 
 
 def _missing(request: web.Request) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import ssl
 
 from aiohttp import web
 
@@ -14,6 +16,7 @@ from controlplane.config import Settings
 from controlplane.lifecycle import Manager
 from controlplane.proxy import Proxy
 from controlplane.records import Store
+from controlplane.tls import ensure_certificates
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +32,16 @@ class ControlPlane:
     async def start(self) -> None:
         await self._check_templates()
         await self.manager.start()
-        await self._serve(Api(self.settings, self.manager).app(), self.settings.api_port)
-        await self._serve(Proxy(self.manager).app(), self.settings.proxy_port)
+        api, proxy = Api(self.settings, self.manager), Proxy(self.manager)
+        await self._serve(api.app(), self.settings.api_port)
+        await self._serve(proxy.app(), self.settings.proxy_port)
+        if self.settings.tls_port:
+            certificates = ensure_certificates(os.path.join(self.settings.state_dir, "tls"), self.settings.domain)
+            await self._serve(
+                api.app(host_routed_to=proxy), self.settings.tls_port, certificates.server_context()
+            )
+            log.info("domain mode: E2B_DOMAIN=%s SSL_CERT_FILE=%s", self.settings.public_domain,
+                     certificates.client_bundle)
 
     async def _check_templates(self) -> None:
         for template in self.settings.templates:
@@ -40,12 +51,21 @@ class ControlPlane:
                     "or map the template to another image", template.id, template.image, template.image,
                 )
 
-    async def _serve(self, app: web.Application, port: int) -> None:
+    async def _serve(self, app: web.Application, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Listen on every configured address (loopback over IPv4 and IPv6 by default)."""
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True, keepalive_timeout=620)
         await runner.setup()
-        await web.TCPSite(runner, self.settings.host, port, reuse_address=True).start()
         self._runners.append(runner)
-        log.info("listening on %s:%d", self.settings.host, port)
+        for host in self.settings.hosts:
+            site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
+            try:
+                await site.start()
+            except OSError as exc:
+                if host != "::1":
+                    raise
+                log.info("not listening on [::1]:%d: %s", port, exc)  # no IPv6 here
+                continue
+            log.info("listening on %s", site.name)
 
     async def stop(self) -> None:
         for runner in self._runners:

@@ -22,11 +22,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Local E2B-compatible control plane: REST API and sandbox proxy over Docker or Podman.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="listen address [ENVD_CP_HOST]")
+    parser.add_argument("--host", default=_env("HOST", "127.0.0.1,::1"),
+                        help="listen addresses, comma-separated [ENVD_CP_HOST]")
     parser.add_argument("--api-port", type=int, default=int(_env("API_PORT", "3000")),
                         help="REST API port, for E2B_API_URL [ENVD_CP_API_PORT]")
     parser.add_argument("--proxy-port", type=int, default=int(_env("PROXY_PORT", "3001")),
                         help="sandbox traffic port, for E2B_SANDBOX_URL [ENVD_CP_PROXY_PORT]")
+    parser.add_argument("--tls-port", type=int, default=int(_env("TLS_PORT", "3443")),
+                        help="domain mode over TLS (0: off): API at api.<domain>, sandboxes at "
+                        "<port>-<id>.<domain> [ENVD_CP_TLS_PORT]")
+    parser.add_argument("--domain", default=_env("DOMAIN", "e2b.localhost"),
+                        help="domain of domain mode; E2B_DOMAIN is <domain>:<tls port> [ENVD_CP_DOMAIN]")
     parser.add_argument("--engine-url", default=_env("ENGINE_URL"),
                         help="Docker Engine API URL; default DOCKER_HOST, then Docker's or Podman's socket "
                         "[ENVD_CP_ENGINE_URL]")
@@ -54,7 +60,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             sys.exit(f"envd-controlplane: --template expects NAME=IMAGE, got {item!r}")
         templates.append(Template(id=name, image=image))
     return Settings(
-        host=args.host,
+        hosts=tuple(h.strip() for h in args.host.split(",") if h.strip()),
+        tls_port=args.tls_port,
+        domain=args.domain,
         api_port=args.api_port,
         proxy_port=args.proxy_port,
         engine_url=args.engine_url,

@@ -38,9 +38,13 @@ class Template:
 
 @dataclass
 class Settings:
-    host: str = "127.0.0.1"
+    hosts: tuple[str, ...] = ("127.0.0.1", "::1")
     api_port: int = 3000
     proxy_port: int = 3001
+    #: Domain mode: `https://api.<domain>` and `https://<port>-<id>.<domain>` on
+    #: `tls_port` (0: off). The SDKs get `<domain>:<tls_port>` as E2B_DOMAIN.
+    domain: str = "e2b.localhost"
+    tls_port: int = 3443
     engine_url: str = ""
     state_dir: str = "/var/lib/envd-controlplane"
     api_keys: dict[str, str] = field(default_factory=dict)  # key -> team
@@ -52,6 +56,11 @@ class Settings:
     instance_id: str = "envd-controlplane"
     #: SDK 1.x builds ids as `<sandboxID>-<clientID>`: one constant per instance.
     client_id: str = field(default_factory=lambda: random_id(8))
+
+    @property
+    def public_domain(self) -> str | None:
+        """What create answers as `domain`: where `get_host()` names point."""
+        return f"{self.domain}:{self.tls_port}" if self.tls_port else None
 
     def template(self, name: str) -> Template | None:
         return next((t for t in self.templates if t.answers_to(name)), None)

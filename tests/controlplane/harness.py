@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -12,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness import ROOT, free_port
+from tests.harness import DAEMON_PYTHON, ROOT, free_port
 
 
 def start_podman_service(directory: Path) -> tuple[subprocess.Popen, str]:
@@ -36,7 +35,14 @@ class ControlPlaneProcess:
     log_path: str
     engine_url: str
     instance: str
+    tls_port: int = 0
+    client_bundle: str = ""  # SSL_CERT_FILE for domain mode
     proc: subprocess.Popen | None = None
+
+    @property
+    def domain(self) -> str:
+        """E2B_DOMAIN for domain mode."""
+        return f"e2b.localhost:{self.tls_port}"
 
     @property
     def api_url(self) -> str:
@@ -78,16 +84,17 @@ def control_plane_process(
     state.mkdir(parents=True, exist_ok=True)
     keys_file = state / "keys"
     keys_file.write_text("".join(f"{key} {team}\n" for key, team in keys.items()))
-    api_port, proxy_port = free_port(), free_port()
+    api_port, proxy_port, tls_port = free_port(), free_port(), free_port()
     instance = f"test-{uuid.uuid4().hex[:8]}"
     argv = [
-        sys.executable, "-m", "controlplane", "--api-port", str(api_port), "--proxy-port", str(proxy_port),
+        DAEMON_PYTHON, "-m", "controlplane", "--api-port", str(api_port), "--proxy-port", str(proxy_port),
         "--engine-url", engine_url, "--state-dir", str(state / "data"), "--image", image,
         "--api-keys-file", str(keys_file), "--instance-id", instance, "--log-level", "WARNING",
-        "--pool-size", str(pool_size),
+        "--pool-size", str(pool_size), "--tls-port", str(tls_port),
     ]
     log_path = tempfile.mktemp(prefix="cp-", suffix=".log")
-    return ControlPlaneProcess(api_port, proxy_port, argv, log_path, engine_url, instance)
+    bundle = str(state / "data" / "tls" / "client-bundle.crt")
+    return ControlPlaneProcess(api_port, proxy_port, argv, log_path, engine_url, instance, tls_port, bundle)
 
 
 def remove_containers(engine_url: str, instance: str) -> None:

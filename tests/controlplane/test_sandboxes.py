@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -16,7 +17,7 @@ from e2b import Sandbox as EnvdSandbox
 from e2b_code_interpreter import Sandbox
 
 from tests.controlplane.harness import ControlPlaneProcess
-from tests.harness import TEST_IMAGE
+from tests.harness import ROOT, TEST_IMAGE
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -257,3 +258,81 @@ def test_a_warm_pool_container_takes_its_create_env(sdk_env: ControlPlaneProcess
         assert _wait_until(lambda: len(pooled()) == 1, 60)  # refilled
     finally:
         engine.close()
+
+
+DOMAIN_MODE_SCRIPT = """
+import json
+from e2b_code_interpreter import Sandbox
+sandbox = Sandbox.create(timeout=120, envs={"MODE": "domain"})
+try:
+    sandbox.files.write("/tmp/over-tls.txt", "tls")
+    print(json.dumps({
+        "id": sandbox.sandbox_id,
+        "code": sandbox.run_code("6 * 7").text,
+        "env": sandbox.commands.run("echo $MODE").stdout,
+        "file": sandbox.files.read("/tmp/over-tls.txt"),
+        "host": sandbox.get_host(8080),
+        "listed": sandbox.sandbox_id in [s.sandbox_id for s in Sandbox.list().next_items()],
+    }))
+finally:
+    print(json.dumps({"killed": sandbox.kill(), "running": sandbox.is_running()}))
+"""
+
+
+def test_domain_mode_over_tls(control_plane: ControlPlaneProcess) -> None:
+    """E2B_DOMAIN alone (with our CA in SSL_CERT_FILE), as a user's script runs: https, host names."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("E2B_")}
+    env.update(E2B_DOMAIN=control_plane.domain, E2B_API_KEY="key-team-a", SSL_CERT_FILE=control_plane.client_bundle)
+    run = subprocess.run([sys.executable, "-c", DOMAIN_MODE_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=180, check=False)
+    assert run.returncode == 0, run.stderr[-4000:]
+    used, ended = (json.loads(line) for line in run.stdout.splitlines()[-2:])
+    assert (used["code"], used["env"], used["file"], used["listed"]) == ("42", "domain\n", "tls", True)
+    assert used["host"] == f"8080-{used['id']}.{control_plane.domain}"
+    assert ended == {"killed": True, "running": False}
+
+
+SDK1_DOMAIN_MODE_SCRIPT = """
+import json, socket
+_resolve = socket.getaddrinfo
+def resolve(host, *args, **kwargs):  # what libnss-myhostname or a DNS wildcard does for users
+    return _resolve("127.0.0.1" if str(host).endswith(".e2b.localhost") else host, *args, **kwargs)
+socket.getaddrinfo = resolve
+from e2b_code_interpreter import Sandbox
+sandbox = Sandbox(timeout=120, envs={"MODE": "sdk1"})
+try:
+    sandbox.files.write("/tmp/sdk1.txt", "one")
+    print(json.dumps({
+        "id": sandbox.sandbox_id,
+        "code": sandbox.run_code("6 * 7").text,
+        "env": sandbox.commands.run("echo $MODE").stdout,
+        "file": sandbox.files.read("/tmp/sdk1.txt"),
+        "listed": sandbox.sandbox_id in [s.sandbox_id for s in Sandbox.list()],
+    }))
+finally:
+    sandbox.kill()
+    print(json.dumps({"running": sandbox.is_running()}))
+"""
+SDK1_PYTHON = os.path.join(ROOT, ".venv-sdk1", "bin", "python")
+
+
+@pytest.mark.skipif(not os.path.exists(SDK1_PYTHON), reason="no .venv-sdk1 (.ci/sdk1-tests makes it)")
+def test_sdk1_in_domain_mode(control_plane: ControlPlaneProcess) -> None:
+    """SDK 1.x reaches a control plane only this way; its ids are `<id>-<clientID>`."""
+    import json
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("E2B_")}
+    env.update(E2B_DOMAIN=control_plane.domain, E2B_API_KEY="key-team-a", SSL_CERT_FILE=control_plane.client_bundle)
+    run = subprocess.run([SDK1_PYTHON, "-c", SDK1_DOMAIN_MODE_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=180, check=False)
+    assert run.returncode == 0, run.stderr[-4000:]
+    used, ended = (json.loads(line) for line in run.stdout.splitlines()[-2:])
+    assert (used["code"], used["env"], used["file"], used["listed"]) == ("42", "sdk1\n", "one", True)
+    assert "-" in used["id"]  # <sandboxID>-<clientID>
+    assert ended == {"running": False}
