@@ -28,7 +28,6 @@ TEAM = "team"
 UNSUPPORTED_FIELDS = ("mcp", "iam", "volumeMounts", "network", "autoPause", "autoResume")
 #: Routes of the SDKs this control plane does not offer (yet): 501, never a silent success.
 NOT_SUPPORTED = {
-    ("GET", "/sandboxes/{id}/metrics"): "metrics",
     ("POST", "/sandboxes/{id}/fork"): "fork",
     ("POST", "/sandboxes/{id}/snapshots"): "snapshots",
     ("PUT", "/sandboxes/{id}/network"): "network update",
@@ -83,6 +82,7 @@ class Api:
             web.post("/v2/sandboxes/{id}/connect", self.connect),
             web.post("/sandboxes/{id}/connect", self.connect),
             web.post("/sandboxes/{id}/pause", self.pause),
+            web.get("/sandboxes/{id}/metrics", self.metrics),
             web.post("/sandboxes/{id}/resume", self.resume),
             web.get("/snapshots", self.no_snapshots),
         ])
@@ -235,6 +235,16 @@ class Api:
             return web.json_response(self._sandbox(sandbox), status=201)
         self.manager.set_end(sandbox, max(sandbox.end_at, time.time() + timeout))
         return web.json_response(self._sandbox(sandbox))
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Samples in [start, end] (unix seconds; default: the sandbox's start to now), oldest first."""
+        sandbox = self._find(request)
+        try:
+            start = float(request.query.get("start", sandbox.started_at))
+            end = float(request.query.get("end", time.time()))
+        except ValueError:
+            raise ApiError(400, "start and end are unix timestamps in seconds") from None
+        return web.json_response(self.manager.metrics.between(sandbox.id, int(start), end))
 
     async def pause(self, request: web.Request) -> web.Response:
         """Frozen pause (the SDK's default): processes stop, memory stays; `memory: false` is not offered."""

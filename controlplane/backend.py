@@ -113,6 +113,12 @@ class DockerBackend:
         )
         container.start()
 
+    async def stats(self, sandbox_id: str) -> dict:
+        """One sample of the engine's stats (cpu_stats, memory_stats) for the container."""
+        return await asyncio.to_thread(
+            lambda: self.client.containers.get(f"e2b-{sandbox_id}").stats(stream=False)
+        )
+
     async def pause(self, sandbox_id: str) -> None:
         """Freeze every process (cgroup freezer); memory stays resident."""
         await asyncio.to_thread(lambda: self.client.containers.get(f"e2b-{sandbox_id}").pause())

@@ -13,6 +13,7 @@ import aiohttp
 from controlplane.backend import DockerBackend
 from controlplane.config import Settings, Template, random_id
 from controlplane.ingress import Ingress
+from controlplane.metrics import MetricsSampler
 from controlplane.records import (
     KILLING,
     PAUSED,
@@ -42,7 +43,9 @@ class Manager:
         self.backend = backend
         self.sandboxes: dict[str, Sandbox] = {}
         self.ingresses: dict[str, Ingress] = {}
+        self.metrics = MetricsSampler(backend)
         self._timer: asyncio.Task[None] | None = None
+        self._sampler: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()  # kills and pool fills
         self._pool: dict[str, list[Sandbox]] = {}  # template id -> ready, unclaimed
         self._filling: dict[str, int] = {}  # template id -> pool containers starting
@@ -52,6 +55,7 @@ class Manager:
     async def start(self) -> None:
         await self.reconcile()
         self._timer = asyncio.create_task(self._enforce_timeouts())
+        self._sampler = asyncio.create_task(self.metrics.run(self.sandboxes, self.ingresses))
         for template in self.settings.templates:
             self._refill(template)
 
@@ -60,9 +64,10 @@ class Manager:
 
         Pool containers hold nothing yet: they go, so none lingers unowned.
         """
-        if self._timer is not None:
-            self._timer.cancel()
-            await asyncio.gather(self._timer, return_exceptions=True)
+        for task in (self._timer, self._sampler):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await asyncio.gather(*self._background, return_exceptions=True)
         for ready in self._pool.values():
             for sandbox in ready:
@@ -105,10 +110,23 @@ class Manager:
         internet: bool | None,
     ) -> Sandbox:
         """A warm container from the pool when one is ready (default network only), else a new one."""
-        sandbox = self._claim(template) if internet is not False else None
-        if sandbox is None:
-            sandbox = self._new_record(template, STARTING)
-            await self._boot(sandbox, template, internet=internet is not False)
+        claims = dict(team=team, alias=alias, timeout=timeout, metadata=metadata, env_vars=env_vars,
+                      secure=secure, internet=internet)
+        warm = self._claim(template) if internet is not False else None
+        if warm is not None:
+            try:
+                return await self._hand_over(warm, template, **claims)
+            except (OSError, aiohttp.ClientError, RuntimeError) as exc:
+                log.warning("warm container %s failed its /init (%s); starting a new one", warm.id, exc)
+        sandbox = self._new_record(template, STARTING)
+        await self._boot(sandbox, template, internet=internet is not False)
+        return await self._hand_over(sandbox, template, **claims)
+
+    async def _hand_over(
+        self, sandbox: Sandbox, template: Template, *, team: str, alias: str | None, timeout: int,
+        metadata: dict[str, str], env_vars: dict[str, str], secure: bool, internet: bool | None,
+    ) -> Sandbox:
+        """Give a started container to its team: record it, then `/init` (removed if that fails)."""
         now = time.time()
         sandbox.team, sandbox.alias, sandbox.allow_internet = team, alias, internet
         sandbox.started_at, sandbox.end_at = now, now + timeout

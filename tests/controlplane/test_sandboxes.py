@@ -336,3 +336,17 @@ def test_sdk1_in_domain_mode(control_plane: ControlPlaneProcess) -> None:
     assert (used["code"], used["env"], used["file"], used["listed"]) == ("42", "sdk1\n", "one", True)
     assert "-" in used["id"]  # <sandboxID>-<clientID>
     assert ended == {"running": False}
+
+
+def test_metrics_are_sampled_while_running(sdk_env: ControlPlaneProcess) -> None:
+    sandbox = EnvdSandbox.create(timeout=120)
+    try:
+        sandbox.commands.run("head -c 20000000 /dev/urandom > /tmp/metrics.bin")
+        assert _wait_until(lambda: len(sandbox.get_metrics()) >= 2, 20)
+        sample = sandbox.get_metrics()[-1]
+        assert sample.cpu_count == 2
+        assert 0 < sample.mem_used <= sample.mem_total == 1024 * 2**20
+        assert 0 < sample.disk_used < sample.disk_total
+        assert sample.cpu_used_pct >= 0
+    finally:
+        sandbox.kill()
