@@ -9,11 +9,10 @@ import shutil
 import subprocess
 import time
 
-from aiohttp import web, ClientSession
+from aiohttp import ClientSession, web
 from jupyter_client.manager import AsyncKernelManager
 
 from bench.stats import Latency
-
 
 ENVD_KERNEL_CONFIG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

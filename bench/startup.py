@@ -14,10 +14,11 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 
 from bench.stats import Latency, Target, render
-from tests.harness import ROOT, container_engine, free_port
+from tests.harness import ROOT, container_engine, free_port, healthy
+
+ENVD, CODE = "49983", "49999"  # the E2b-Sandbox-Port of each API
 
 STARTS = 10
 #: The floor: an aiohttp app that answers /health, started the way envd is.
@@ -28,22 +29,15 @@ MINIMAL_SERVER = (
 )
 
 
-def _answers(url: str, sandbox_port: str) -> bool:
-    request = urllib.request.Request(url, headers={"E2b-Sandbox-Port": sandbox_port})
-    try:
-        with urllib.request.urlopen(request, timeout=1) as response:
-            return response.status < 300
-    except OSError:
-        return False
-
-
-def _time_until_healthy(start: list[str], urls: list[str], stop: list[str] | None = None) -> float:
-    """Milliseconds from starting `start` until every (url, port) answers /health."""
+def _time_until_healthy(
+    start: list[str], targets: list[tuple[str, str]], stop: list[str] | None = None
+) -> float:
+    """Milliseconds from starting `start` until every (base url, API port) answers /health."""
     started = time.perf_counter()
     proc = subprocess.Popen(start, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    pending = list(urls)
+    pending = list(targets)
     while pending:
-        pending = [u for u in pending if not _answers(u, "49999" if "#code" in u else "49983")]
+        pending = [(url, api) for url, api in pending if not healthy(url, api)]
         if proc.poll() not in (None, 0):
             raise RuntimeError(f"{start} exited with {proc.returncode}")
         time.sleep(0.002)
@@ -59,12 +53,12 @@ def bare_daemon() -> Target:
     ours, floor = [], []
     for _ in range(STARTS):
         port = free_port()
-        url = f"http://127.0.0.1:{port}/health"
+        url = f"http://127.0.0.1:{port}"
         argv = [sys.executable, "-m", "envd", "--host", "127.0.0.1", "--port", str(port), "--code-port", str(port)]
-        ours.append(_time_until_healthy(argv, [url, url + "#code"]))
+        ours.append(_time_until_healthy(argv, [(url, ENVD), (url, CODE)]))
         port = free_port()
         floor.append(_time_until_healthy([sys.executable, "-c", MINIMAL_SERVER, str(port)],
-                                         [f"http://127.0.0.1:{port}/health"]))
+                                         [(f"http://127.0.0.1:{port}", ENVD)]))
     mine, base = Latency(ours), Latency(floor)
     return Target("bare daemon exec -> /health, both APIs", f"p50 {mine.p50:.0f} ms, p90 {mine.p90:.0f} ms",
                   f"aiohttp floor p50 {base.p50:.0f} ms", "p50 <= 300 ms", mine.p50 <= 300)
@@ -78,8 +72,8 @@ def container_start(engine: str, image: str) -> list[Target]:
         name = f"envd-bench-{os.getpid()}-{i}"
         run = [engine, "run", "--rm", "--name", name, *network,
                "-p", f"127.0.0.1:{envd_port}:49983", "-p", f"127.0.0.1:{code_port}:49999", image]
-        urls = [f"http://127.0.0.1:{envd_port}/health", f"http://127.0.0.1:{code_port}/health#code"]
-        ours.append(_time_until_healthy(run, urls, stop=[engine, "stop", "--time", "5", name]))
+        targets = [(f"http://127.0.0.1:{envd_port}", ENVD), (f"http://127.0.0.1:{code_port}", CODE)]
+        ours.append(_time_until_healthy(run, targets, stop=[engine, "stop", "--time", "5", name]))
         started = time.perf_counter()
         subprocess.run([engine, "run", "--rm", *network, "--entrypoint", "true", image],
                        capture_output=True, check=True)

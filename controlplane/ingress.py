@@ -14,8 +14,7 @@ import stat
 
 import aiohttp
 
-#: Connect in 5 s; a quiet stream may idle 620 s (above the SDKs' 50 s pings).
-TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=620)
+from envd.http.forward import relay_session
 
 
 class Ingress:
@@ -34,12 +33,7 @@ class Ingress:
                 os.close(fd)
                 raise OSError(f"{self.path} is not a socket")
             self._fd = fd
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.UnixConnector(path=f"/proc/self/fd/{fd}", limit=0),
-                timeout=TIMEOUT,
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
+            self._session = relay_session(aiohttp.UnixConnector(path=f"/proc/self/fd/{fd}", limit=0))
         return self._session
 
     async def reset(self) -> None:

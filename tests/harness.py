@@ -115,20 +115,20 @@ def start_daemon(
     argv += ["--log-level", "DEBUG", *args]
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     daemon = DaemonProcess(port, proc, log.name, list(args))
-    wait_healthy(daemon, code_interpreter, ready_timeout)
+    waithealthy(daemon, code_interpreter, ready_timeout)
     if code_interpreter and code_port and code_port != port:
         code = DaemonProcess(code_port, proc, log.name, list(args))
-        wait_healthy(code, code_interpreter, ready_timeout)
+        waithealthy(code, code_interpreter, ready_timeout)
     return daemon
 
 
-def wait_healthy(daemon: DaemonProcess, code_interpreter: bool, timeout: float) -> None:
+def waithealthy(daemon: DaemonProcess, code_interpreter: bool, timeout: float) -> None:
     """Wait for `/health` of the API the daemon serves last; fail if it dies."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if daemon.proc.poll() is not None:
             raise RuntimeError(f"daemon exited with {daemon.proc.returncode}:\n{daemon.log_text()}")
-        if _healthy(daemon.url, "49999" if code_interpreter else "49983"):
+        if healthy(daemon.url, "49999" if code_interpreter else "49983"):
             return
         time.sleep(0.05)
     daemon.proc.kill()
@@ -223,7 +223,7 @@ def start_container(
     daemon = ContainerDaemon(engine, name, port)
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
-        if _healthy(daemon.url, "49999"):
+        if healthy(daemon.url, "49999"):
             return daemon
         if not daemon.running():
             break
@@ -233,7 +233,8 @@ def start_container(
     raise RuntimeError(f"container {name} not healthy after {ready_timeout}s:\n{log}")
 
 
-def _healthy(url: str, sandbox_port: str) -> bool:
+def healthy(url: str, sandbox_port: str) -> bool:
+    """`/health` of the API the port header names answers 2xx."""
     request = urllib.request.Request(f"{url}/health", headers={"E2b-Sandbox-Port": sandbox_port})
     try:
         with urllib.request.urlopen(request, timeout=1) as response:

@@ -43,12 +43,7 @@ class PortForwarder:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, force_close=False),
-                timeout=TIMEOUT,
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
+            self._session = relay_session(aiohttp.TCPConnector(limit=0))
         return self._session
 
     async def close(self) -> None:
@@ -120,6 +115,13 @@ async def _relay_websocket(
             await asyncio.gather(*relays, return_exceptions=True)
             await client.close()
     return client
+
+
+def relay_session(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
+    """A client session for relaying: no total timeout, bodies and cookies passed through untouched."""
+    return aiohttp.ClientSession(
+        connector=connector, timeout=TIMEOUT, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+    )
 
 
 def port_not_open(request: web.Request, port: int) -> web.Response:
