@@ -115,14 +115,14 @@ def start_daemon(
     argv += ["--log-level", "DEBUG", *args]
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     daemon = DaemonProcess(port, proc, log.name, list(args))
-    waithealthy(daemon, code_interpreter, ready_timeout)
+    wait_healthy(daemon, code_interpreter, ready_timeout)
     if code_interpreter and code_port and code_port != port:
         code = DaemonProcess(code_port, proc, log.name, list(args))
-        waithealthy(code, code_interpreter, ready_timeout)
+        wait_healthy(code, code_interpreter, ready_timeout)
     return daemon
 
 
-def waithealthy(daemon: DaemonProcess, code_interpreter: bool, timeout: float) -> None:
+def wait_healthy(daemon: DaemonProcess, code_interpreter: bool, timeout: float) -> None:
     """Wait for `/health` of the API the daemon serves last; fail if it dies."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
