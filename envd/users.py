@@ -128,8 +128,3 @@ def resolve_path(path: str, user: User, default_workdir: str = "") -> str:
     if posixpath.isabs(path):
         return path
     return posixpath.normpath(posixpath.join(user.home, path))
-
-
-def chown_to(path: str, user: User) -> None:
-    """Give `path` to the user, without following a final symlink."""
-    os.lchown(path, user.uid, user.gid)

@@ -13,7 +13,7 @@ import shutil
 import stat
 from collections.abc import Iterator
 
-from envd.users import User, chown_to
+from envd.users import User
 
 
 class NotADirectoryComponent(OSError):
@@ -30,24 +30,71 @@ class NotADirectoryComponent(OSError):
 def ensure_dir(path: str, user: User) -> None:
     """`mkdir -p path` (0755, umask applies), each created directory owned by `user`.
 
-    Spec 3.4 MakeDir step 3: every component that was missing is created and
-    chowned to the user - also when a concurrent creator won the race (EEXIST),
-    so the result does not depend on who was first. Components that existed
-    before are left untouched.
+    MakeDir (docs/envd-api.md): every component that was missing is created
+    and given to the user; components that existed before are left untouched,
+    and so is one a concurrent creator made first (EEXIST): the daemon never
+    changes the ownership of what it did not create.
     """
     try:
         for directory in _missing_components(path):
-            try:
-                os.mkdir(directory, 0o755)
-            except FileExistsError:
-                if not stat.S_ISDIR(os.lstat(directory).st_mode):
-                    raise
-            chown_to(directory, user)
+            check_creatable(posixpath.dirname(directory), user)
+            _make_owned_dir(directory, user)
         is_directory = os.path.isdir(path)  # `path` itself may exist as a non-directory
     except (NotADirectoryError, FileExistsError):
         is_directory = False
     if not is_directory:
         raise NotADirectoryComponent(_first_non_directory(path) or path)
+
+
+def check_creatable(directory: str, user: User) -> None:
+    """Refuse to create in `directory` for `user` when a symlink leads somewhere they may not write.
+
+    Paths are followed as root (upstream semantics), so a link the user
+    planted (`~/d -> /etc`) would otherwise let them own new objects in
+    places they cannot write. A path the client named without links keeps
+    upstream's behaviour: the client chose it.
+    """
+    if user.uid == 0:
+        return
+    real = os.path.realpath(directory)
+    if real == posixpath.normpath(directory):
+        return
+    try:
+        st = os.stat(real)
+    except OSError:
+        return  # nothing there to create in: the creation itself reports it
+    if not _may_write(st, user):
+        raise PermissionError(
+            errno.EACCES,
+            f"{directory} leads through a symlink to {real}, where {user.name} may not create files",
+        )
+
+
+def _may_write(st: os.stat_result, user: User) -> bool:
+    if st.st_uid == user.uid:
+        return bool(st.st_mode & stat.S_IWUSR)
+    if st.st_gid in user.groups():
+        return bool(st.st_mode & stat.S_IWGRP)
+    return bool(st.st_mode & stat.S_IWOTH)
+
+
+def _make_owned_dir(directory: str, user: User) -> None:
+    """Create `directory` and give it to `user` through a descriptor of what was created.
+
+    The descriptor is opened without following links, so a swap between
+    mkdir and chown cannot redirect the chown.
+    """
+    try:
+        os.mkdir(directory, 0o755)
+    except FileExistsError:
+        if not stat.S_ISDIR(os.lstat(directory).st_mode):
+            raise
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchown(fd, user.uid, user.gid)
+    finally:
+        os.close(fd)
 
 
 def _missing_components(path: str) -> list[str]:

@@ -228,6 +228,8 @@ def _ensure_dir(path: str, user: User) -> None:
         ensure_dir(path, user)
     except NotADirectoryComponent as exc:
         raise ConnectError(Code.INTERNAL, str(exc)) from None
+    except PermissionError as exc:
+        raise ConnectError(Code.PERMISSION_DENIED, str(exc)) from None
     except OSError as exc:
         raise ConnectError(
             Code.INTERNAL, f"error creating directory: {os_error_text('mkdir', path, exc)}"

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from envd.blocking import run_blocking
 from envd.config import Config
-from envd.filesystem.paths import ensure_dir
+from envd.filesystem.paths import check_creatable, ensure_dir
 from envd.http.errors import TransferError, http_error
 from envd.http.files import user_or_401
 from envd.http.upload import NO_SPACE
@@ -110,8 +110,12 @@ async def _read_body(request: web.Request) -> dict[str, Any]:
 
 
 def _ensure_parent(destination: str, user: User) -> None:
+    parent = posixpath.dirname(destination) or "/"
     try:
-        ensure_dir(posixpath.dirname(destination) or "/", user)
+        ensure_dir(parent, user)
+        check_creatable(parent, user)
+    except PermissionError as exc:
+        raise TransferError(403, str(exc)) from None
     except OSError as exc:
         raise TransferError(500, f"error ensuring directories: {exc}") from None
 

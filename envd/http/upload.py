@@ -18,7 +18,7 @@ from typing import Any
 
 from envd.blocking import run_blocking
 from envd.filesystem.metadata import read_metadata, replace_metadata
-from envd.filesystem.paths import ensure_dir
+from envd.filesystem.paths import check_creatable, ensure_dir
 from envd.http.errors import TransferError
 from envd.users import User
 
@@ -50,8 +50,13 @@ class FileUpload:
         create. Where the owner already is the user, the no-op chown still
         runs, keeping upstream's event order (CHMOD before WRITE).
         """
+        parent = posixpath.dirname(self.path) or "/"
         try:
-            ensure_dir(posixpath.dirname(self.path) or "/", self.user)
+            ensure_dir(parent, self.user)
+            if not os.path.lexists(self.path):
+                check_creatable(parent, self.user)
+        except PermissionError as exc:
+            raise TransferError(403, str(exc)) from None
         except OSError as exc:  # NotADirectoryComponent included: same answer
             raise TransferError(500, f"error ensuring directories: {exc}") from None
         self._check_target()

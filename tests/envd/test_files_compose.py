@@ -8,7 +8,7 @@ import pwd
 
 import pytest
 
-from tests.envd.fs_client import daemon, home_dir, http  # noqa: F401  (fixtures)
+from tests.envd.fs_client import daemon, home_dir, http, users_link_to  # noqa: F401  (fixtures)
 from tests.envd.test_files_http import TOKEN, tiny_fs  # noqa: F401  (fixture)
 
 # host_only: the fixtures prepare and inspect files on this host (tests/envd/fs_client.py).
@@ -51,6 +51,19 @@ def test_parts_are_joined_owned_by_the_user_and_removed(daemon, home_dir) -> Non
         assert (os.stat(path).st_uid, os.stat(path).st_gid) == (user.pw_uid, user.pw_gid)
     assert not any(os.path.exists(p) for p in parts)
     assert leftovers(f"{home_dir}/new/dir") == []
+
+
+def test_no_file_is_composed_for_the_user_through_a_link_to_a_root_directory(
+    daemon, home_dir, tmp_path
+) -> None:
+    victim = tmp_path / "root-only"
+    victim.mkdir(mode=0o755)
+    os.chmod(tmp_path, 0o755)
+    link = users_link_to(home_dir, str(victim))
+    parts = write_parts(home_dir, b"evil")
+    status, error = compose(daemon, {"source_paths": parts, "destination": f"{link}/joined"})
+    assert status == 403 and "may not create" in error["message"], error
+    assert os.listdir(victim) == []
 
 
 def test_relative_paths_resolve_for_the_user_and_replace_the_destination(daemon, home_dir) -> None:

@@ -18,7 +18,7 @@ from e2b import (
 )
 from e2b.sandbox.filesystem.filesystem import FileType, WriteEntry
 
-from tests.envd.fs_client import daemon, home_dir, unary, user_ids  # noqa: F401  (fixtures)
+from tests.envd.fs_client import daemon, home_dir, unary, user_ids, users_link_to  # noqa: F401  (fixtures)
 
 # host_only: the fixtures prepare and inspect files on this host (tests/envd/fs_client.py).
 pytestmark = [pytest.mark.timeout(60), pytest.mark.host_only]
@@ -330,8 +330,8 @@ def test_list_paths_are_cleaned(sandbox, home_dir) -> None:
         assert [e.path for e in entries] == [f"{home_dir}/d/sub", f"{home_dir}/d/sub/f.txt"], requested
 
 
-def test_ensure_dir_chowns_after_a_concurrent_create(monkeypatch, home_dir) -> None:
-    """Spec 3.4 MakeDir step 3: a component lost to a concurrent mkdir (EEXIST) is chowned too."""
+def test_ensure_dir_leaves_a_concurrently_created_component_alone(monkeypatch, home_dir) -> None:
+    """A component another creator made first (EEXIST) keeps its owner: not ours to chown."""
     from envd.filesystem import paths
     from envd.users import lookup_user
 
@@ -347,6 +347,33 @@ def test_ensure_dir_chowns_after_a_concurrent_create(monkeypatch, home_dir) -> N
 
     monkeypatch.setattr(paths.os, "mkdir", racing_mkdir)
     paths.ensure_dir(target, user)
-    for path in (f"{home_dir}/raced", target):
-        st = os.stat(path)
-        assert (st.st_uid, st.st_gid) == (user.uid, user.gid), path
+    assert os.stat(f"{home_dir}/raced").st_uid == 0
+    st = os.stat(target)
+    assert (st.st_uid, st.st_gid) == (user.uid, user.gid)
+
+
+def test_nothing_is_created_for_the_user_through_a_link_to_a_root_directory(
+    sandbox, home_dir, tmp_path
+) -> None:
+    """`user` plants `~/d -> <root-owned dir>`: MakeDir and writes through it would
+    hand the user new objects where they may not write; both refuse (compose too:
+    test_files_compose)."""
+    victim = tmp_path / "root-only"
+    victim.mkdir(mode=0o755)
+    os.chmod(tmp_path, 0o755)
+    link = users_link_to(home_dir, str(victim))
+    with pytest.raises(SandboxException, match="may not create"):
+        sandbox.files.make_dir(f"{link}/new/deeper")
+    with pytest.raises(SandboxException, match="may not create"):
+        sandbox.files.write(f"{link}/job", "* * * * * root evil")
+    assert os.listdir(victim) == []
+
+
+def test_links_to_where_the_user_may_write_still_work(sandbox, home_dir) -> None:
+    real = f"{home_dir}/real"
+    sandbox.files.make_dir(real)
+    link = users_link_to(home_dir, real)
+    sandbox.files.make_dir(f"{link}/new")
+    sandbox.files.write(f"{link}/f.txt", "ok")
+    for path in (f"{real}/new", f"{real}/f.txt"):
+        assert os.stat(path).st_uid == user_ids()[0], path
