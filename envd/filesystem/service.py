@@ -19,8 +19,19 @@ from envd.blocking import run_blocking
 from envd.config import Config
 from envd.connect import Code, ConnectError, Kind, Rpc, RpcContext
 from envd.filesystem.entry import build_entry, printable
-from envd.filesystem.paths import NotADirectoryComponent, ensure_dir, remove_tree, walk_sorted
-from envd.filesystem.watch import NETWORK_FILESYSTEMS, DirWatcher, EventSink, filesystem_type
+from envd.filesystem.inotify import InotifyPool
+from envd.filesystem.paths import (
+    NotADirectoryComponent,
+    ensure_dir,
+    remove_tree,
+    walk_sorted,
+)
+from envd.filesystem.watch import (
+    NETWORK_FILESYSTEMS,
+    DirWatcher,
+    EventSink,
+    filesystem_type,
+)
 from envd.filesystem.watchers import EventStream, PolledWatcher, WatcherRegistry
 from envd.proto import filesystem_pb2 as pb
 from envd.users import PathError, User, resolve_path
@@ -42,6 +53,7 @@ class FilesystemService:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._watchers = WatcherRegistry()
+        self._inotify = InotifyPool()
         self._streams: set[EventStream] = set()
 
     def rpcs(self) -> list[Rpc]:
@@ -156,7 +168,7 @@ class FilesystemService:
         """Stream events until the client leaves, the deadline hits or we stop."""
         path = self._watch_target(request, ctx.user())
         stream = EventStream()
-        watcher = await _start_watcher(path, request, stream)
+        watcher = await _start_watcher(path, request, stream, self._inotify)
         self._streams.add(stream)
         try:
             yield pb.WatchDirResponse(start=pb.WatchDirResponse.StartEvent())
@@ -171,7 +183,7 @@ class FilesystemService:
     ) -> pb.CreateWatcherResponse:
         path = self._watch_target(request, ctx.user())
         polled = PolledWatcher()
-        polled.watcher = await _start_watcher(path, request, polled)
+        polled.watcher = await _start_watcher(path, request, polled, self._inotify)
         self._watchers.add(polled)
         return pb.CreateWatcherResponse(watcher_id=polled.id)
 
@@ -284,9 +296,12 @@ def _refuse_network_mount(path: str) -> None:
 
 
 async def _start_watcher(
-    path: str, request: pb.WatchDirRequest | pb.CreateWatcherRequest, sink: EventSink
+    path: str,
+    request: pb.WatchDirRequest | pb.CreateWatcherRequest,
+    sink: EventSink,
+    pool: InotifyPool,
 ) -> DirWatcher:
-    watcher = DirWatcher(path, request.recursive, request.include_entry, sink)
+    watcher = DirWatcher(path, request.recursive, request.include_entry, sink, pool)
     try:
         await watcher.start()
     except OSError as exc:

@@ -1,20 +1,15 @@
-"""Directory watching with E2B's event model on raw inotify (spec envd.md 3.5).
+"""Directory watching with E2B's event model on shared inotify instances (spec envd.md 3.5).
 
-Why raw inotify through `asyncinotify`: the SDK tests assert exact event
-sequences (a new file is CREATE, CHMOD, WRITE; IN_ATTRIB is CHMOD; moves are
-RENAME + CREATE via cookies), which needs every kernel event with its mask and
-cookie. Higher-level watchers (watchdog, watchfiles) coalesce, debounce or
-re-map events and run threads. asyncinotify is a thin ctypes binding with no
-thread and lets us read the queue synchronously, which `GetWatcherEvents`
-needs to include events caused by requests that already completed.
-
-Every kernel event is translated inside one synchronous step (`drain`), run
-either by the event loop's reader callback or on demand; so new
+Every kernel event is translated as it arrives (`deliver`), so new
 subdirectories are watched before any later request is served. One event that
 cannot be translated is logged and skipped; it never ends the watch.
 
-The initial walk of a recursive watch runs in a thread (a big tree would
-otherwise hold up every other request); the reader is attached only after it.
+Walking a tree (the initial walk of a recursive watch, or a big tree created
+or moved into it) runs in a thread: a big tree would otherwise hold up every
+other request. Meanwhile the watcher holds its kernel events back and replays
+them once the walk is done, so clients see the same order as if the walk had
+been instant. A small tree (up to `INLINE_WALK_DIRECTORIES`) is walked at once,
+which keeps `mkdir -p a/b/c; touch a/b/c/f` exact without a thread hop.
 Watches are kept by descriptor, so forgetting a moved tree is linear in its size.
 """
 
@@ -26,11 +21,11 @@ import logging
 import os
 import posixpath
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Protocol
 
-from asyncinotify import Event, Inotify, Mask, Watch
-
 from envd.filesystem.entry import build_entry, printable
+from envd.filesystem.inotify import InotifyPool, Mask, RawEvent, SharedInotify
 from envd.proto.filesystem_pb2 import EventType, FilesystemEvent
 
 log = logging.getLogger(__name__)
@@ -41,6 +36,8 @@ WATCH_MASK = (
 )
 #: Subdirectories found by a walk: never follow a symlink swapped in meanwhile.
 SUBDIR_FLAGS = Mask.ONLYDIR | Mask.DONT_FOLLOW
+#: Directories a walk lists on the event loop before it moves to a thread.
+INLINE_WALK_DIRECTORIES = 64
 
 #: statfs f_type of filesystems whose events are unreliable (spec 3.4 WatchDir).
 NETWORK_FILESYSTEMS = {
@@ -63,10 +60,9 @@ _WITH_ENTRY = {EventType.EVENT_TYPE_CREATE, EventType.EVENT_TYPE_WRITE, EventTyp
 
 #: Directory moves remembered until their MOVED_TO half arrives.
 _MAX_PENDING_MOVES = 1024
-_READ_BATCH_EVENTS = 64
 
-OVERFLOW_MESSAGE = "fsnotify: queue or buffer overflow"
-
+#: A walk's work list: entries still to visit (path, is a directory), last first.
+_Stack = list[tuple[str, bool]]
 
 class EventSink(Protocol):
     """Where a watcher delivers translated events (a stream or a polling buffer)."""
@@ -99,108 +95,82 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 class DirWatcher:
-    """One inotify instance watching a directory, optionally its whole tree."""
+    """A directory watched (optionally with its whole tree) for one client."""
 
-    def __init__(self, root: str, recursive: bool, include_entry: bool, sink: EventSink) -> None:
+    def __init__(
+        self, root: str, recursive: bool, include_entry: bool, sink: EventSink, pool: InotifyPool
+    ) -> None:
         self.root = posixpath.normpath(root)
         self.recursive = recursive
         self.include_entry = include_entry
         self._sink = sink
-        self._inotify: Inotify | None = None
+        self._pool = pool
+        self._inotify: SharedInotify | None = None
         self._dirs: dict[int, str] = {}  # watch descriptor → absolute directory path
-        self._watches: dict[int, Watch] = {}  # watch descriptor → its asyncinotify Watch
         self._root_wd = -1
         self._moves: OrderedDict[int, str] = OrderedDict()  # cookie → old dir path
-        self._reading = False
+        self._held: list[RawEvent] | None = None  # events waiting for a walk to finish
 
     async def start(self) -> None:
         """Watch the root (and its subdirectories); raises OSError if the root fails."""
-        inotify = Inotify(cache_size=_READ_BATCH_EVENTS)
-        inotify.sync_timeout = 0  # sync_get: poll, never block
-        self._inotify = inotify
+        self._inotify = self._pool.join(self)
+        self._held = []
         try:
-            watch = inotify.add_watch(self.root, WATCH_MASK)
-            self._root_wd = watch.wd
-            self._dirs[watch.wd] = self.root
-            self._watches[watch.wd] = watch
+            self._root_wd = self._inotify.add(self, self.root, WATCH_MASK)
+            self._dirs[self._root_wd] = self.root
             if self.recursive:
-                # Nothing else touches this watcher until the reader is attached.
-                walk = asyncio.get_running_loop().run_in_executor(
-                    None, self._watch_tree, self.root, False, True
-                )
+                walk = asyncio.get_running_loop().run_in_executor(None, self._walk_root)
                 try:
                     await asyncio.shield(walk)
                 except asyncio.CancelledError:
-                    await asyncio.wait([walk])  # never close the fd under the thread
+                    await asyncio.wait([walk])  # let the thread see the watcher closed
                     raise
             if self._inotify is None:
                 raise OSError(f"watcher of {self.root} closed while starting")
-            asyncio.get_running_loop().add_reader(inotify.fd, self.drain)
         except BaseException:
             self.close()
             raise
+        self._replay([])
 
     def close(self) -> None:
-        """Stop reading and release the inotify instance (idempotent)."""
+        """Stop watching and release the descriptors (idempotent)."""
         inotify, self._inotify = self._inotify, None
         if inotify is None:
             return
-        try:
-            asyncio.get_running_loop().remove_reader(inotify.fd)
-        except RuntimeError:
-            pass
-        inotify.close()
+        inotify.leave(self)
         self._dirs.clear()
-        self._watches.clear()
+        self._held = None
 
     def drain(self) -> None:
-        """Translate everything the kernel has queued, without blocking."""
-        if self._reading:
-            return
-        self._reading = True
-        try:
-            while self._inotify is not None:
-                try:
-                    event = self._inotify.sync_get()
-                except OSError as exc:
-                    self._fail(str(exc))
-                    return
-                if event is None:
-                    return
-                try:
-                    self._handle(event)
-                except Exception:  # one odd event must not end the watch
-                    log.exception("watch of %s: skipped an event it could not handle", self.root)
-        finally:
-            self._reading = False
+        """Deliver everything the kernel has queued, without blocking."""
+        if self._inotify is not None:
+            self._inotify.drain()
 
-    def _fail(self, message: str) -> None:
+    def deliver(self, event: RawEvent) -> None:
+        if self._held is not None:
+            self._held.append(event)
+        elif self._inotify is not None:
+            self._handle(event)
+
+    def fail(self, message: str) -> None:
         self.close()
-        self._sink.error(f"watcher error: {message}")
+        self._sink.error(message)
 
-    def _handle(self, event: Event) -> None:
+    def _handle(self, event: RawEvent) -> None:
         mask = event.mask
-        if mask & Mask.Q_OVERFLOW:
-            self._fail(OVERFLOW_MESSAGE)
-            return
-        watch = event.watch
-        if watch is None:
-            return
         if mask & Mask.IGNORED:
-            self._dirs.pop(watch.wd, None)
-            self._watches.pop(watch.wd, None)
+            self._dirs.pop(event.wd, None)
             return
-        directory = self._dirs.get(watch.wd)
+        directory = self._dirs.get(event.wd)
         if directory is None:
             return
         # Names are kept as the kernel gave them (undecodable bytes as surrogates)
-        # so the path still works with os calls; `_emit` makes the name printable.
-        path = posixpath.join(directory, str(event.name)) if event.name else directory
-        if mask & (Mask.DELETE_SELF | Mask.MOVE_SELF) and not self._handle_self(watch.wd, path, mask):
+        # so the path still works with os calls; `_event` makes the name printable.
+        path = posixpath.join(directory, event.name) if event.name else directory
+        if mask & (Mask.DELETE_SELF | Mask.MOVE_SELF) and not self._handle_self(event.wd, path, mask):
             return
-        name = self._relative(path)
         for kind in translate(mask):
-            self._emit(name, kind, path)
+            self._sink.event(self._event(path, kind))
         if self.recursive and mask & Mask.ISDIR:
             self._follow_directory(path, mask, event.cookie)
 
@@ -230,43 +200,98 @@ class DirWatcher:
         old = self._moves.pop(cookie, None) if mask & Mask.MOVED_TO else None
         if old is not None and self._rewrite(old, path):
             return
-        if self._add_watch(path):
-            self._watch_tree(path, synthetic=True, strict=False)
+        if not self._add_watch(path):
+            return
+        stack = self._children(path, strict=False)
+        rest = self._walk_tree(stack, self._sink.event, budget=INLINE_WALK_DIRECTORIES)
+        if rest:
+            self._walk_in_thread(rest)
 
-    def _watch_tree(self, directory: str, synthetic: bool, strict: bool) -> None:
-        """Watch every subdirectory below `directory`, pre-order by name.
+    # -- walking -------------------------------------------------------------
 
-        With `synthetic`, report a CREATE for everything found: a directory
+    def _walk_root(self) -> None:
+        """The initial walk (in a thread): watch every subdirectory, report nothing."""
+        self._walk_tree(self._children(self.root, strict=True), None, budget=None)
+
+    def _walk_in_thread(self, stack: _Stack) -> None:
+        """Finish a big walk off the loop; hold kernel events until it is done."""
+        self._held = []
+        found: list[FilesystemEvent] = []
+        walk = asyncio.get_running_loop().run_in_executor(None, self._walk_tree, stack, found.append, None)
+        walk.add_done_callback(lambda done: self._walk_done(done, found))
+
+    def _walk_done(self, walk: asyncio.Future[_Stack], found: list[FilesystemEvent]) -> None:
+        if self._inotify is None:
+            return
+        if walk.exception() is not None:
+            log.error("watch of %s: walk failed", self.root, exc_info=walk.exception())
+        self._replay(found)
+
+    def _replay(self, found: list[FilesystemEvent]) -> None:
+        """Report what a walk found, then the events held meanwhile, in order."""
+        for event in found:
+            self._sink.event(event)
+        held, self._held = self._held or [], None
+        for index, event in enumerate(held):
+            if self._inotify is None:
+                return
+            self._handle(event)
+            if self._held is not None:  # that event started another walk: wait for it
+                self._held.extend(held[index + 1:])
+                return
+
+    def _walk_tree(
+        self, stack: _Stack, report: Callable[[FilesystemEvent], None] | None, budget: int | None
+    ) -> _Stack:
+        """Visit `stack` pre-order by name, watching directories; what is left when over budget.
+
+        With `report`, a CREATE is reported for everything found: a directory
         filled before its watch existed (e.g. `mkdir -p a/b/c`) stays visible.
-        Unreadable subdirectories are skipped; `strict` makes the top one fatal.
+        """
+        while stack:
+            if budget is not None and budget <= 0:
+                return stack
+            path, is_dir = stack.pop()
+            if self._inotify is None:
+                return []
+            if report is not None:
+                report(self._event(path, EventType.EVENT_TYPE_CREATE))
+            if is_dir and self._add_watch(path):
+                stack.extend(self._children(path, strict=False))
+                if budget is not None:
+                    budget -= 1
+        return []
+
+    def _children(self, directory: str, strict: bool) -> _Stack:
+        """Entries of `directory`, sorted by name, last first (ready to pop).
+
+        An unreadable directory has none, unless `strict` (the root) makes that fatal.
         """
         try:
             with os.scandir(directory) as listing:
-                children = sorted(
-                    ((e.name, e.is_dir(follow_symlinks=False)) for e in listing),
-                    key=lambda item: os.fsencode(item[0]),
-                )
+                children = [
+                    (posixpath.join(directory, e.name), e.is_dir(follow_symlinks=False))
+                    for e in listing
+                ]
         except OSError:
             if strict:
                 raise
-            return
-        for name, is_dir in children:
-            child = posixpath.join(directory, name)
-            if synthetic:
-                self._emit(self._relative(child), EventType.EVENT_TYPE_CREATE, child)
-            if is_dir and self._add_watch(child):
-                self._watch_tree(child, synthetic, strict=False)
+            return []
+        children.sort(key=lambda item: os.fsencode(item[0]), reverse=True)
+        return children
 
     def _add_watch(self, path: str) -> bool:
-        if self._inotify is None:
+        inotify = self._inotify
+        if inotify is None:
             return False
         try:
-            watch = self._inotify.add_watch(path, WATCH_MASK | SUBDIR_FLAGS)
+            wd = inotify.add(self, path, WATCH_MASK | SUBDIR_FLAGS)
         except (OSError, ValueError):  # ValueError: closed meanwhile
             return False
-        self._dirs[watch.wd] = path
-        self._watches[watch.wd] = watch
+        self._dirs[wd] = path
         return True
+
+    # -- bookkeeping ---------------------------------------------------------
 
     def _rewrite(self, old: str, new: str) -> bool:
         """A directory moved inside the tree: its watches stay, their paths change."""
@@ -286,13 +311,7 @@ class DirWatcher:
         doomed = [wd for wd, path in self._dirs.items() if path == top or path.startswith(prefix)]
         for wd in doomed:
             del self._dirs[wd]
-            watch = self._watches.pop(wd, None)
-            if watch is None:
-                continue
-            try:
-                self._inotify.rm_watch(watch)
-            except OSError:
-                pass
+            self._inotify.remove(self, wd)
 
     def _relative(self, path: str) -> str:
         """Event name: the path relative to the watched root, `.` for the root."""
@@ -300,11 +319,11 @@ class DirWatcher:
             return "."
         return path[len(self.root.rstrip("/")) + 1:]
 
-    def _emit(self, name: str, kind: int, path: str) -> None:
-        event = FilesystemEvent(name=printable(name), type=kind)
+    def _event(self, path: str, kind: int) -> FilesystemEvent:
+        event = FilesystemEvent(name=printable(self._relative(path)), type=kind)
         if self.include_entry and kind in _WITH_ENTRY:
             try:
                 event.entry.CopyFrom(build_entry(path))
             except OSError:
                 pass  # vanished meanwhile: normal, the event goes without entry
-        self._sink.event(event)
+        return event

@@ -199,13 +199,47 @@ def test_unknown_and_removed_watcher_ids(daemon, sandbox, home_dir) -> None:
     assert (status, body["code"]) == (404, "not_found")
 
 
-def test_watchers_release_their_inotify_instances(daemon, sandbox, home_dir) -> None:
+def test_watchers_share_inotify_instances_and_release_them(daemon, sandbox, home_dir) -> None:
     before = inotify_fds(daemon.pid)
     handles = [sandbox.files.watch_dir(home_dir, recursive=True) for _ in range(3)]
-    assert inotify_fds(daemon.pid) == before + 3
+    assert inotify_fds(daemon.pid) == before + 1
     for handle in handles:
         handle.stop()
     assert inotify_fds(daemon.pid) == before
+
+
+def test_a_thousand_watchers_each_see_their_own_events(daemon, home_dir) -> None:
+    """Past the kernel's 128 instances per user: 500 watchers of one directory
+    and 500 of their own directories, each sees exactly its events."""
+
+    def create_watcher(path: str) -> str:
+        status, body = unary(daemon, "CreateWatcher", {"path": path}, USER_AUTH)
+        assert status == 200, body
+        return body["watcherId"]
+
+    def events_of(watcher_id: str) -> list[tuple[str, str]]:
+        status, body = unary(daemon, "GetWatcherEvents", {"watcherId": watcher_id})
+        assert status == 200, body
+        return [(e["name"], e["type"]) for e in body.get("events", [])]
+
+    own_dirs = [f"{home_dir}/d{index}" for index in range(500)]
+    for directory in own_dirs:
+        os.mkdir(directory)
+    shared = [create_watcher(home_dir) for _ in range(500)]
+    own = [create_watcher(directory) for directory in own_dirs]
+    assert inotify_fds(daemon.pid) < 128
+    with open(f"{home_dir}/shared.txt", "w"):
+        pass
+    for directory in own_dirs:
+        with open(f"{directory}/f", "w") as out:
+            out.write("x")
+    for watcher_id in shared:
+        assert events_of(watcher_id) == [("shared.txt", "EVENT_TYPE_CREATE")]
+    for watcher_id in own:
+        assert events_of(watcher_id) == [("f", "EVENT_TYPE_CREATE"), ("f", "EVENT_TYPE_WRITE")]
+    for watcher_id in shared + own:
+        assert unary(daemon, "RemoveWatcher", {"watcherId": watcher_id})[0] == 200
+    assert inotify_fds(daemon.pid) == 0
 
 
 def inotify_fds(pid: int) -> int:
@@ -384,6 +418,43 @@ def test_recursive_watch_of_a_big_tree_keeps_the_daemon_responsive(daemon, sandb
         finally:
             handle.stop()
     assert probe.worst < 2, f"/health took {probe.worst:.2f}s"
+
+
+def test_a_big_tree_moved_in_is_walked_off_the_event_loop(daemon, home_dir) -> None:
+    """Moving a 30,000-directory tree into a recursive watch: the daemon answers
+    requests while the walk runs, and the watcher still reports the whole tree,
+    pre-order by name, after the move itself."""
+    outside = f"{home_dir}/outside"
+    for i in range(100):
+        for j in range(300):
+            os.makedirs(f"{outside}/d{i:02}/e{j:03}")
+    watched = f"{home_dir}/watched"
+    os.mkdir(watched)
+    status, body = unary(daemon, "CreateWatcher", {"path": watched, "recursive": True}, USER_AUTH)
+    assert status == 200, body
+    watcher_id = body["watcherId"]
+    expected = ["tree"] + [
+        name for i in range(100)
+        for name in [f"tree/d{i:02}"] + [f"tree/d{i:02}/e{j:03}" for j in range(300)]
+    ]
+
+    def new_events() -> list[str]:
+        status, body = unary(daemon, "GetWatcherEvents", {"watcherId": watcher_id})
+        assert status == 200, body
+        assert {e["type"] for e in body.get("events", [])} <= {"EVENT_TYPE_CREATE"}
+        return [e["name"] for e in body.get("events", [])]
+
+    os.rename(outside, f"{watched}/tree")
+    names = new_events()
+    assert len(names) < len(expected), "the walk ran on the event loop, holding up this request"
+    deadline = time.monotonic() + 30
+    while len(names) < len(expected) and time.monotonic() < deadline:
+        names += new_events()
+    assert names == expected
+    with open(f"{watched}/tree/d99/e299/late", "w"):
+        pass
+    assert new_events() == ["tree/d99/e299/late"]
+    assert unary(daemon, "RemoveWatcher", {"watcherId": watcher_id})[0] == 200
 
 
 def test_undecodable_file_name_in_events(sandbox, home_dir) -> None:
