@@ -13,9 +13,9 @@ import logging
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import languages, messages
-from .inbox import Inbox
 from .kernel import CLOSED, DEAD, GONE, Kernel, KernelRequest
 from .messages import Line
+from .spool import OutputSpool
 
 if TYPE_CHECKING:
     from .contexts import Context
@@ -45,7 +45,7 @@ class Execution:
         self.context = context
         self.code = code
         self.env_vars = env_vars
-        self.lines: Inbox[Line] = Inbox()
+        self.lines = OutputSpool()
         self.client_gone = False
         self.task: Optional[asyncio.Task] = None
         self._gone_event = asyncio.Event()

@@ -40,6 +40,12 @@ LATE_OUTPUT_GRACE = 0.025
 _ORDERED_LANGUAGES = ("python", "bash")
 # Messages read per reader callback before yielding to the loop (output floods).
 DRAIN_BATCH = 64
+#: Bytes one drain takes before it lets the execution consume them.
+DRAIN_BATCH_BYTES = 1024 * 1024
+#: Kernel messages ZMQ may queue in the daemon ahead of it: a kernel that
+#: prints faster than the daemon reads then waits (its IOPub is NODROP,
+#: kernel_side/startup.py) instead of growing the daemon's memory.
+IOPUB_QUEUE_MESSAGES = 4
 # Plain ints: `getsockopt(zmq.EVENTS)` builds an enum on every call.
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 # Kernel programs that cannot be interrupted: Deno exits on SIGINT and ignores
@@ -114,6 +120,8 @@ class Kernel:
                 stderr=self._output,
             )
             self.kc = self.km.client()
+            # Set before the sockets connect: a connected pipe keeps its first limit.
+            self.kc.context.setsockopt(zmq.RCVHWM, IOPUB_QUEUE_MESSAGES)
             # No heartbeat thread per kernel: the context's watchdog polls the process.
             self.kc.start_channels(hb=False)
             await self.kc.wait_for_ready(timeout=READY_TIMEOUT)
@@ -253,6 +261,7 @@ class Kernel:
         """
         if self.closed:
             return
+        taken = 0
         for _ in range(DRAIN_BATCH):
             try:
                 if not socket.get(_EVENTS) & _POLLIN:
@@ -263,7 +272,10 @@ class Kernel:
             except zmq.ZMQError:
                 log.debug("%s receive failed", channel, exc_info=True)
                 return
+            taken += sum(len(frame) for frame in frames)
             self._dispatch(channel, frames)
+            if taken >= DRAIN_BATCH_BYTES:
+                break
         asyncio.get_running_loop().call_soon(self._drain, socket, channel)
 
     def _dispatch(self, channel: str, frames: list[bytes]) -> None:

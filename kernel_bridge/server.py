@@ -17,7 +17,7 @@ from aiohttp import web
 
 from . import languages, messages
 from .errors import ContextError
-from .inbox import Inbox
+from .spool import OutputSpool
 
 if TYPE_CHECKING:
     from .contexts import Context, Registry
@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 KEEPALIVE_INTERVAL = 5.0
 HEADERS_DELAY = 0.05  # how long the 200 may wait to share a send with the first lines
+CHUNK_BYTES = 256 * 1024  # at most about this much per write: a slow client holds little
 HOLD_WINDOW = 0.02  # how long a count or main result may wait for the line after it
-DEFAULT_MAX_OUTPUT = 32 * 1024 * 1024  # stdout+stderr bytes per execution before truncation
+DEFAULT_MAX_OUTPUT = 256 * 1024 * 1024  # stdout+stderr bytes per execution before truncation
 STOP_TIMEOUT = 3.0
 NDJSON = "application/x-ndjson"
 PREFLIGHT_METHODS = "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
@@ -286,8 +287,8 @@ class CodeInterpreter:
         try:
             await response.prepare(request)
             while True:
-                chunk, finished = await self._next_chunk(execution, hold=self._relays > 1)
-                if finished:  # the last lines and the final chunk in one send
+                chunk = await self._next_chunk(execution, hold=self._relays > 1)
+                if execution.lines.finished:  # the last lines and the final chunk in one send
                     await response.write_eof(chunk)
                     break
                 await response.write(chunk)
@@ -299,10 +300,11 @@ class CodeInterpreter:
             log.debug("client of %s went away: %r", execution.context.id, exc)
         finally:
             self._relays -= 1
+            execution.lines.close()
         return response
 
     @staticmethod
-    async def _next_chunk(execution: Execution, hold: bool) -> tuple[bytes, bool]:
+    async def _next_chunk(execution: Execution, hold: bool) -> bytes:
         """Everything already waiting (one write), or a keepalive after 5 s of silence.
 
         With `hold` (other runs stream at the same time, so CPU is what is
@@ -311,12 +313,10 @@ class CodeInterpreter:
         while the kernel finishes, which is worth more than a saved write.
         """
         if not await execution.lines.wait(KEEPALIVE_INTERVAL):
-            return messages.encode_line(messages.KEEPALIVE), False
+            return messages.encode_line(messages.KEEPALIVE)
         if hold:
             await _hold_for_successor(execution.lines)
-        lines = execution.lines.take(256)
-        finished = lines[-1] is messages.END_OF_EXECUTION
-        return b"".join(map(messages.encode_line, lines)), finished
+        return execution.lines.take(CHUNK_BYTES)
 
     # ------------------------------------------------------------ /contexts
 
@@ -370,7 +370,7 @@ class CodeInterpreter:
         return web.json_response(None)
 
 
-async def _hold_for_successor(lines: Inbox[messages.Line]) -> None:
+async def _hold_for_successor(lines: OutputSpool) -> None:
     """Hold the count and the main result up to HOLD_WINDOW for the line that follows them.
 
     A fast run then leaves in one write (count, result and end together)

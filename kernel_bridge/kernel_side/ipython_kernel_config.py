@@ -14,9 +14,13 @@ c.PlainTextFormatter.max_seq_length = 0
 # `_i`, `%history` and `%rerun` keep working from the in-memory history.
 c.HistoryManager.enabled = False
 
+# Output flow control must be in place before the kernel's streams exist.
+_here = _os.path.dirname(_os.path.abspath(__file__))
+__import__("runpy").run_path(_os.path.join(_here, "output.py"), run_name="__e2b_kernel_output__")
+
 # Run startup.py in its own namespace (runpy) so nothing leaks into the user's
 # globals; store_history is off for exec_lines, so the execution counter stays at 1.
-_startup = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "startup.py")
+_startup = _os.path.join(_here, "startup.py")
 c.IPKernelApp.exec_lines = [
     f"__import__('runpy').run_path({_startup!r}, run_name='__e2b_kernel_startup__');"
 ]

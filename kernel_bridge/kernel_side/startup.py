@@ -183,6 +183,21 @@ def _install_image_hooks() -> None:
     Image.Image.save = save
 
 
+def _wait_for_the_daemon_instead_of_dropping_output() -> None:
+    """IOPub waits for a slow daemon instead of silently dropping output.
+
+    A PUB socket drops messages once its queue to the subscriber is full, and
+    the daemon keeps that queue short so that a flood cannot grow its memory
+    (kernel_bridge/kernel.py, IOPUB_QUEUE_MESSAGES). With NODROP the kernel's
+    IOPub thread waits instead; output not yet sent stays in this process.
+    """
+    import zmq
+    from ipykernel.kernelapp import IPKernelApp
+
+    iopub = IPKernelApp.instance().iopub_thread
+    iopub.io_loop.add_callback(lambda: iopub.socket.setsockopt(zmq.XPUB_NODROP, 1))
+
+
 def main() -> None:
     from IPython import get_ipython
 
@@ -194,6 +209,7 @@ def main() -> None:
         ("data formatter", lambda: _install_data_formatter(ip)),
         ("chart formatter", lambda: _install_charts(ip)),
         ("image hooks", _install_image_hooks),
+        ("output backpressure", _wait_for_the_daemon_instead_of_dropping_output),
     )
     for name, step in steps:
         try:

@@ -186,21 +186,61 @@ def test_restart_or_delete_preempts_running_execution(daemon, sandbox, action):
         sandbox.remove_code_context(context)
 
 
-@pytest.mark.host_only
-def test_huge_output_is_bounded_and_stream_stays_valid(daemon, sandbox):
-    """100 MB printed: the stream ends normally, truncated with an explicit marker."""
-    daemon_proc = psutil.Process(daemon.pid)
-    context = sandbox.create_code_context()
+FLOOD_CODE = "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range({mib}):\n    sys.stdout.write(chunk)\n"
+
+
+def _stream_execute(daemon, code: str, pause: float = 0.0) -> tuple[int, list[str], int]:
+    """Run `code` over raw HTTP, reading nothing for `pause` seconds first:
+    (stdout characters, stderr texts, peak daemon RSS growth in bytes)."""
+    process = psutil.Process(daemon.pid)
+    before = peak = process.memory_info().rss
+    stdout, stderr = 0, []
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.02):
+            peak = max(peak, process.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     try:
-        code = "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(100):\n    sys.stdout.write(chunk)\nprint('done')"
-        execution = sandbox.run_code(code, context=context, timeout=120)
-        total = sum(len(s) for s in execution.logs.stdout)
-        assert total < 100 * (1 << 20)
-        assert any("output truncated" in s for s in execution.logs.stderr)
-        assert daemon_proc.memory_info().rss < 1024 * (1 << 20)
-        assert sandbox.run_code("'ok'", context=context).text == "ok"
+        with httpx.stream("POST", f"{daemon.url}/execute", json={"code": code},
+                          headers=CI_HEADERS, timeout=120) as response:
+            assert response.status_code == 200
+            done.wait(pause)
+            for raw in response.iter_lines():
+                line = json.loads(raw)
+                if line["type"] == "stdout":
+                    stdout += len(line["text"])
+                elif line["type"] == "stderr":
+                    stderr.append(line["text"])
+                elif line["type"] == "error":
+                    raise AssertionError(line)
+            assert line["type"] == "end_of_execution"
     finally:
-        sandbox.remove_code_context(context)
+        done.set()
+        sampler.join()
+    return stdout, stderr, peak - before
+
+
+@pytest.mark.host_only
+def test_a_flood_to_a_slow_reader_arrives_whole_and_memory_stays_bounded(daemon, sandbox):
+    """200 MB printed while the client reads nothing for 3 s: all of it arrives
+    (spooled to disk meanwhile), and the daemon grows by at most 64 MB."""
+    sandbox.run_code("1")  # the default context exists before measuring
+    stdout, stderr, growth = _stream_execute(daemon, FLOOD_CODE.format(mib=200), pause=3)
+    assert (stdout, stderr) == (200 << 20, [])
+    assert growth <= 64 << 20, f"daemon grew by {growth / (1 << 20):.0f} MB"
+    assert sandbox.run_code("'ok'").text == "ok"
+
+
+@pytest.mark.host_only
+def test_output_past_the_cap_ends_with_a_truncation_marker(daemon, sandbox):
+    stdout, stderr, _ = _stream_execute(daemon, FLOOD_CODE.format(mib=260))
+    assert stdout == 256 << 20
+    assert len(stderr) == 1 and "output truncated" in stderr[0]
+    assert sandbox.run_code("'ok'").text == "ok"
 
 
 async def test_fifty_concurrent_executions_across_ten_contexts(async_sandbox):
