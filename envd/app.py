@@ -16,6 +16,7 @@ from envd import middleware as mw
 from envd.config import Config
 from envd.connect import ConnectServer, Rpc
 from envd.filesystem import FilesystemService
+from envd.http.connections import ConnectionGuard
 from envd.http.compose import ComposeRoutes
 from envd.http.files import FileRoutes
 from envd.http.forward import PortForwarder
@@ -55,6 +56,7 @@ class Daemon:
         self.code_interpreter = _build_code_interpreter(config)
         self.reaper = Reaper()
         self.forwarder = PortForwarder()
+        self.guard = ConnectionGuard(config.head_timeout, config.max_idle_connections)
         self._runners: list[web.AppRunner] = []
 
     def envd_app(self) -> web.Application:
@@ -76,6 +78,7 @@ class Daemon:
         app = web.Application(
             client_max_size=MAX_BODY_BYTES,
             middlewares=[
+                self.guard.middleware,
                 mw.access_log,
                 selector,
                 *([forward] if forward else []),
@@ -106,7 +109,7 @@ class Daemon:
         assert self.code_interpreter is not None
         app = web.Application(
             client_max_size=MAX_BODY_BYTES,
-            middlewares=[mw.access_log, *self._code_middlewares()],
+            middlewares=[self.guard.middleware, mw.access_log, *self._code_middlewares()],
         )
         app.add_routes(self.code_interpreter.routes())
         app.add_routes([web.get("/health", self.code_interpreter.health, allow_head=False)])
@@ -149,6 +152,8 @@ class Daemon:
             auto_decompress=False,
         )
         await runner.setup()
+        assert runner.server is not None
+        self.guard.watch(runner.server)
         listening = site(runner)
         await listening.start()
         self._runners.append(runner)
@@ -166,6 +171,7 @@ class Daemon:
         for result in results:
             if isinstance(result, BaseException):
                 log.error("error while stopping: %r", result)
+        await self.guard.close()
         for runner in self._runners:
             await runner.cleanup()
         await self.reaper.stop()

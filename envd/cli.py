@@ -69,6 +69,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "and any other port forwarded to 127.0.0.1 inside; TCP then binds loopback only "
         "[ENVD_UNIX_SOCKET]",
     )
+    parser.add_argument(
+        "--head-timeout",
+        type=float,
+        default=float(_env("HEAD_TIMEOUT", "30")),
+        metavar="SECONDS",
+        help="close a new connection that has not sent a whole request head by then "
+        "(default %(default)s) [ENVD_HEAD_TIMEOUT]",
+    )
+    parser.add_argument(
+        "--max-idle-connections",
+        type=int,
+        default=int(_env("MAX_IDLE_CONNECTIONS", "512")),
+        metavar="N",
+        help="kept-alive connections allowed between requests; the longest idle are closed "
+        "first (default %(default)s) [ENVD_MAX_IDLE_CONNECTIONS]",
+    )
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="[ENVD_LOG_LEVEL]")
     parser.add_argument(
         "--version",
@@ -118,6 +134,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         user_envs=envs,
         log_level=args.log_level.upper(),
         unix_socket=args.unix_socket,
+        head_timeout=args.head_timeout,
+        max_idle_connections=args.max_idle_connections,
     )
 
 

@@ -44,6 +44,8 @@ class Config:
     user_envs: dict[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
     unix_socket: str = ""
+    head_timeout: float = 30.0  # seconds a new connection has to send its first request
+    max_idle_connections: int = 512  # kept-alive connections between requests, longest idle closed first
 
     @property
     def single_port(self) -> bool:
