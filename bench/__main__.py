@@ -37,8 +37,10 @@ def main() -> None:
         rows += cases.create_context(sbx, 5 if args.quick else 10)
         rows += cases.commands(sbx, samples // 2)
         rows += cases.output_flood(sbx, daemon)
+        rows += cases.run_code_flood(daemon)
         rows += cases.files(sbx, daemon, sizes)
         rows += cases.listing_and_watch(daemon, sbx)
+        rows.append(cases.many_watchers(daemon, 1000))
         time.sleep(3)  # let spare kernels settle
         fds_after, children_after = cases.resource_counts(daemon)
         rows.append(Target(

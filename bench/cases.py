@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import statistics
@@ -210,6 +211,72 @@ def output_flood(sbx: Sandbox, daemon: DaemonProcess) -> list[Target]:
         Target("200 MB output, stalled reader: /health meanwhile", str(latency), "-",
                "< 1 s", max(health) < 1000),
     ]
+
+
+def run_code_flood(daemon: DaemonProcess) -> list[Target]:
+    """200 MB printed by run_code while the client reads nothing for 3 s, then
+    everything: all of it must arrive, and the daemon's memory stay bounded."""
+    import httpx
+
+    code = "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(200):\n    sys.stdout.write(chunk)\n"
+    headers = {"E2b-Sandbox-Port": "49999", "Content-Type": "application/json"}
+    received = 0
+    with RssSampler(daemon.pid) as rss:
+        with httpx.stream("POST", f"{daemon.url}/execute", json={"code": code},
+                          headers=headers, timeout=120) as response:
+            time.sleep(3)
+            for raw in response.iter_lines():
+                line = json.loads(raw)
+                if line["type"] == "stdout":
+                    received += len(line["text"])
+    whole = received == 200 << 20
+    return [Target("run_code printing 200 MB, reader pauses 3 s: daemon RSS growth",
+                   f"{rss.growth_mb:.1f} MB, {received / MB:.0f} MB received", "-",
+                   "<= 64 MB, all received", whole and rss.growth_mb <= 64)]
+
+
+def many_watchers(daemon: DaemonProcess, count: int) -> Target:
+    """`count` polling watchers at once (past the kernel's 128 inotify instances), each
+    seeing its own file; the cost is the daemon's RSS growth and inotify instances."""
+    import urllib.request
+
+    def rpc(method: str, body: dict) -> dict:
+        request = urllib.request.Request(
+            f"{daemon.url}/filesystem.Filesystem/{method}", json.dumps(body).encode(),
+            {"Content-Type": "application/json", "Authorization": "Basic dXNlcjo="},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read() or b"{}")
+
+    root = tempfile.mkdtemp(prefix="envd-bench-watch-")
+    process = psutil.Process(daemon.pid)
+    before = process.memory_info().rss
+    directories = [os.path.join(root, f"d{i}") for i in range(count)]
+    watchers = []
+    for directory in directories:
+        os.mkdir(directory)
+        watchers.append(rpc("CreateWatcher", {"path": directory})["watcherId"])
+    instances = sum(1 for fd in os.listdir(f"/proc/{daemon.pid}/fd")
+                    if _link(f"/proc/{daemon.pid}/fd/{fd}") == "anon_inode:inotify")
+    growth = (process.memory_info().rss - before) / MB
+    for directory in directories:
+        open(os.path.join(directory, "f"), "w").close()
+    saw_own = all(
+        [e["name"] for e in rpc("GetWatcherEvents", {"watcherId": w}).get("events", [])] == ["f"]
+        for w in watchers
+    )
+    for watcher in watchers:
+        rpc("RemoveWatcher", {"watcherId": watcher})
+    shutil.rmtree(root)
+    return Target(f"{count:,} concurrent watchers", f"{instances} inotify instances, +{growth:.1f} MB RSS",
+                  "-", "all see their events", saw_own)
+
+
+def _link(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
 
 
 class RssSampler:
