@@ -17,12 +17,23 @@ def _env(name: str, default: str = "") -> str:
     return os.environ.get(f"ENVD_{name}", default)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default only where there is one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, "", False, []):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="envd",
-        description="E2B-compatible sandbox daemon: envd API and code interpreter.",
+        description="E2B-compatible sandbox daemon: envd API and code interpreter. "
+        "Every flag can also be set with the environment variable in brackets.",
+        formatter_class=_HelpFormatter,
     )
-    parser.add_argument("--host", default=_env("HOST", "0.0.0.0"), help="bind address [ENVD_HOST]")
+    parser.add_argument("--host", default=_env("HOST", "0.0.0.0"), help="TCP bind address [ENVD_HOST]")
     parser.add_argument(
         "--port", type=int, default=int(_env("PORT", str(ENVD_PORT))), help="envd API port [ENVD_PORT]"
     )
@@ -32,9 +43,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=int(_env("CODE_PORT", str(CODE_INTERPRETER_PORT))),
         help="code interpreter port; equal to --port serves both on one port [ENVD_CODE_PORT]",
     )
-    parser.add_argument("--default-user", default=_env("DEFAULT_USER"), help="[ENVD_DEFAULT_USER]")
     parser.add_argument(
-        "--default-workdir", default=_env("DEFAULT_WORKDIR"), help="[ENVD_DEFAULT_WORKDIR]"
+        "--default-user",
+        default=_env("DEFAULT_USER"),
+        metavar="NAME",
+        help="user a request acts as when it names none; empty: `user` if it exists and "
+        "envd runs as root, else whoever runs envd [ENVD_DEFAULT_USER]",
+    )
+    parser.add_argument(
+        "--default-workdir",
+        default=_env("DEFAULT_WORKDIR"),
+        metavar="DIR",
+        help="working directory of processes that name none; empty: the user's home "
+        "[ENVD_DEFAULT_WORKDIR]",
     )
     parser.add_argument(
         "--env",
@@ -46,7 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--access-token",
         default=None,
-        help="token every request must carry; prefer ENVD_ACCESS_TOKEN or --access-token-file, "
+        metavar="TOKEN",
+        help="token every request must carry (none by default); prefer ENVD_ACCESS_TOKEN or --access-token-file, "
         "since a command line is visible to every local user [ENVD_ACCESS_TOKEN]",
     )
     parser.add_argument(
@@ -75,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=float(_env("HEAD_TIMEOUT", "30")),
         metavar="SECONDS",
         help="close a new connection that has not sent a whole request head by then "
-        "(default %(default)s) [ENVD_HEAD_TIMEOUT]",
+        "[ENVD_HEAD_TIMEOUT]",
     )
     parser.add_argument(
         "--max-idle-connections",
@@ -83,13 +105,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=int(_env("MAX_IDLE_CONNECTIONS", "512")),
         metavar="N",
         help="kept-alive connections allowed between requests; the longest idle are closed "
-        "first (default %(default)s) [ENVD_MAX_IDLE_CONNECTIONS]",
+        "first [ENVD_MAX_IDLE_CONNECTIONS]",
     )
-    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="[ENVD_LOG_LEVEL]")
+    parser.add_argument(
+        "--log-level",
+        default=_env("LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
+        metavar="LEVEL",
+        help="DEBUG, INFO, WARNING or ERROR [ENVD_LOG_LEVEL]",
+    )
     parser.add_argument(
         "--version",
         action="version",
-        version=f"{ENVD_PROTOCOL_VERSION} (envd-py {__version__})",
+        version=f"envd-py {__version__}, speaking the envd protocol of E2B's envd "
+        f"{ENVD_PROTOCOL_VERSION} (the version /health and /metrics report to the SDKs)",
     )
     return parser.parse_args(argv)
 

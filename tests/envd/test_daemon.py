@@ -150,8 +150,9 @@ def test_version_flag() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "envd", "--version"], capture_output=True, text=True, check=True
     )
-    major, minor, patch = (int(p) for p in out.stdout.split()[0].split("."))
-    assert (major, minor, patch) >= (0, 6, 4)
+    assert out.stdout.startswith("envd-py ")
+    protocol = out.stdout.split("envd protocol of E2B's envd ")[1].split()[0]
+    assert tuple(int(part) for part in protocol.split(".")) >= (0, 6, 4)
 
 
 @pytest.mark.host_only
