@@ -1,4 +1,4 @@
-"""Access token and signed URLs (spec envd.md 5.1, 5.9)."""
+"""Access token and signed URLs (docs/envd-api.md §6.2, §6.10)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import time
 
-#: Routes the access-token gate lets through; they check on their own (5.1).
+#: Routes the access-token gate lets through; they check on their own (docs/envd-api.md §6.2).
 TOKEN_EXEMPT = {("GET", "/health"), ("GET", "/files"), ("POST", "/files"), ("POST", "/init")}
 
 UNAUTHORIZED_MESSAGE = (
@@ -48,7 +48,7 @@ def check_file_access(
     query: dict[str, str],
     operation: str,
 ) -> None:
-    """Allow a `/files` request or raise `SignatureError` with upstream's text (5.9).
+    """Allow a `/files` request or raise `SignatureError` with upstream's text (docs/envd-api.md §6.10).
 
     `query` holds the raw query values; the signature covers them as sent.
     Raises ValueError for a non-integer `signature_expiration`.

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 ENVD_PORT = 49983
 CODE_INTERPRETER_PORT = 49999
 
-#: Variables the daemon sets itself; `/init` can never overwrite them (spec 1.9).
+#: Variables the daemon sets itself; `/init` can never overwrite them (docs/envd-api.md §2.4).
 INTERNAL_ENVS = {"E2B_SANDBOX": "true"}
 
 
@@ -53,5 +53,5 @@ class Config:
         return self.code_interpreter and self.port == self.code_port
 
     def global_envs(self) -> dict[str, str]:
-        """User entries overlaid by internal ones, which always win (spec 1.9)."""
+        """User entries overlaid by internal ones, which always win (docs/envd-api.md §2.4)."""
         return {**self.user_envs, **INTERNAL_ENVS}

@@ -1,4 +1,4 @@
-"""The request pipeline (spec envd.md 1.4): log → CORS → access token → Basic user."""
+"""The request pipeline (docs/envd-api.md §1.3): log → CORS → access token → Basic user."""
 
 from __future__ import annotations
 
@@ -153,7 +153,7 @@ def only_for(api: str, middleware: Middleware) -> Middleware:
 
 @web.middleware
 async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Permissive CORS for browsers running the JS SDK (spec 1.5)."""
+    """Permissive CORS for browsers running the JS SDK (docs/envd-api.md §1.4)."""
     origin = request.headers.get("Origin")
     if request.method == "OPTIONS" and origin and "Access-Control-Request-Method" in request.headers:
         return web.Response(
@@ -193,7 +193,7 @@ async def add_cors_to_streams(request: web.Request, response: web.StreamResponse
 
 
 def access_token_gate(config: Config) -> Middleware:
-    """With a token configured, everything but the exempt routes needs it (5.1)."""
+    """With a token configured, everything but the exempt routes needs it (docs/envd-api.md §6.2)."""
 
     @web.middleware
     async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -226,7 +226,7 @@ def execute_token_gate(config: Config) -> Middleware:
 
 
 def basic_user_check(is_rpc_path: Callable[[str], bool]) -> Middleware:
-    """A Basic header naming an unknown user fails every request (1.4 step 3).
+    """A Basic header naming an unknown user fails every request (docs/envd-api.md §1.3 step 7).
 
     RPC paths are checked by the Connect layer, which knows the stream format.
     """

@@ -1,4 +1,4 @@
-"""Users, credentials and path resolution (spec envd.md 1.7 and 1.8).
+"""Users, credentials and path resolution (docs/envd-api.md §2.1 to §2.3).
 
 The daemon does all file work as root; a "user" only decides how paths
 resolve, who owns what the daemon creates, and the credentials of processes.
@@ -108,7 +108,7 @@ def basic_auth_username(header: str | None) -> str | None:
 
 
 def resolve_path(path: str, user: User, default_workdir: str = "") -> str:
-    """Resolve a request path for `user` (spec 1.8).
+    """Resolve a request path for `user` (docs/envd-api.md §2.3).
 
     Empty → default workdir; `~` → home; absolute paths are returned as given
     (upstream does not clean them); relative paths are joined onto the home.

@@ -5,7 +5,8 @@ Explicit restarts, automatic restarts after a crash and "the kernel ignored the
 interrupt" all go through `Context.replace_kernel`, which fails the requests of
 the old kernel, attaches a fresh one (from the spare pool when possible) and
 re-applies cwd; global env vars are re-injected lazily at the next execution
-(spec 4.10, fixes 10 #7 and #8).
+(docs/code-interpreter-api.md §4.11). This fixes two upstream bugs,
+docs/differences.md §6.2 items 1 and 2.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ _DROPPED_ENV = ("MPLBACKEND", "JPY_PARENT_PID", "JPY_SESSION_NAME")
 
 
 class Context:
-    """One kernel-backed execution context (spec 4.1.1)."""
+    """One kernel-backed execution context (docs/code-interpreter-api.md §4.1)."""
 
     def __init__(self, registry: "Registry", language: str, cwd: str) -> None:
         self.id = str(uuid.uuid4())
@@ -80,8 +81,9 @@ class Context:
     async def attach(self, kernel: Kernel, creating: bool = True) -> None:
         """Apply cwd to a fresh kernel and make it current.
 
-        At creation a cwd failure fails the creation (spec 4.4) and the kernel is
-        shut down. On a restart/replacement (`creating=False`) it is only a
+        At creation a cwd failure fails the creation
+        (docs/code-interpreter-api.md §4.4) and the kernel is shut down. On a
+        restart/replacement (`creating=False`) it is only a
         warning: the kernel stays, running in the default cwd, so a directory
         removed since creation does not leave the context without a kernel.
         """
@@ -152,7 +154,7 @@ class Context:
                     self.track(asyncio.create_task(old.shutdown(now=now)))
 
     async def restart(self) -> None:
-        """Explicit restart (2.6): in-flight run ends with UnexpectedEndOfExecution."""
+        """Explicit restart (docs/code-interpreter-api.md §2.6): in-flight run ends with UnexpectedEndOfExecution."""
         self.dead = False
         await self.replace_kernel(self.kernel, CLOSED)
 
@@ -174,7 +176,7 @@ class Context:
             if self.deleted:
                 return None
             if self.dead:
-                try:  # one on-demand restart attempt before giving up (4.10)
+                try:  # one on-demand restart attempt before giving up (docs/code-interpreter-api.md §4.11)
                     await self.restart()
                 except Exception:
                     return None
@@ -196,7 +198,10 @@ class Context:
         self._globals_applied_for = kernel
 
     def schedule_cleanup(self, kernel: Kernel, keys: list[str]) -> None:
-        """Restore per-execution vars in the background; the next run awaits it (4.5.4)."""
+        """Restore per-execution vars in the background; the next run awaits it.
+
+        docs/code-interpreter-api.md §4.5.4.
+        """
         if kernel is not self.kernel or kernel.failed_reason is not None:
             return  # a fresh kernel never saw those variables
         code = languages.env_restore_code(self.language, keys)
@@ -365,7 +370,7 @@ class Registry:
         return await self._shielded(self._create(language, cwd))
 
     async def _shielded(self, work) -> Context:
-        """Run `work` in a task of its own: a cancelled caller does not stop it (2.3)."""
+        """Run `work` in a task of its own: a cancelled caller does not stop it (docs/code-interpreter-api.md §2.3)."""
         task = asyncio.create_task(work)
         self._creations.add(task)
         task.add_done_callback(self._creations.discard)
@@ -383,11 +388,12 @@ class Registry:
         return context
 
     async def default_for(self, language: str) -> Context:
-        """The language's default context, created lazily under a per-language lock (4.1.5).
+        """The language's default context, created lazily under a per-language lock.
 
-        The lookup, the creation and the recording of the default are one shielded
-        task: a client giving up mid-creation still leaves exactly one default,
-        and concurrent requests wait on the lock instead of creating another.
+        docs/code-interpreter-api.md §4.3. The lookup, the creation and the
+        recording of the default are one shielded task: a client giving up
+        mid-creation still leaves exactly one default, and concurrent requests
+        wait on the lock instead of creating another.
         """
         context_id = self._defaults.get(language)
         context = self.contexts.get(context_id) if context_id else None
@@ -406,7 +412,7 @@ class Registry:
             return context
 
     def get(self, context_id: str) -> Optional[Context]:
-        if context_id == "default":  # upstream quirk 10 #17
+        if context_id == "default":  # upstream quirk kept, docs/differences.md §6.3 item 8
             default = self._defaults.get(languages.PYTHON)
             return self.contexts.get(default) if default else None
         return self.contexts.get(context_id)
@@ -432,7 +438,7 @@ class Registry:
             self._refill_spare(language)
 
     def kill_all(self) -> None:
-        """Daemon exit: no kernel may outlive it (spec 9.3 #9), whatever shutdown managed."""
+        """Daemon exit: no kernel may outlive it (docs/code-interpreter-api.md §4.13), whatever shutdown managed."""
         for kernel in list(self._live):
             kernel.kill()
             kernel.close_channels()
@@ -493,7 +499,9 @@ class RuntimeDir:
 
 
 def kernel_environment(runtime: RuntimeDir) -> dict[str, str]:
-    """Kernel process environment (spec 5.4): daemon env minus private vars, plus MATPLOTLIBRC.
+    """Kernel process environment: daemon env minus private vars, plus MATPLOTLIBRC.
+
+    docs/code-interpreter-api.md §5.4.
 
     The kernels' interpreter directory comes first on PATH, so `!pip install`
     installs where the kernel imports from, whatever PATH the daemon had.

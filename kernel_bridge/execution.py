@@ -3,7 +3,8 @@
 The HTTP handler only relays `Execution.lines`; the job itself lives in a task
 that the handler does not own, so when the client disconnects (handler
 cancelled) the job still interrupts the kernel, drains the interrupted request,
-runs the env cleanup and only then releases the context lock (spec 4.9).
+runs the env cleanup and only then releases the context lock
+(docs/code-interpreter-api.md §4.10).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REPLY_GRACE = 2.0  # finish this long after `idle` even if the shell reply never came (4.7)
-DRAIN_TIMEOUT = 10.0  # how long an interrupted request may take to wind down (4.9)
+# finish this long after `idle` even if the shell reply never came (docs/code-interpreter-api.md §4.8)
+REPLY_GRACE = 2.0
+DRAIN_TIMEOUT = 10.0  # how long an interrupted request may take to wind down (docs/code-interpreter-api.md §4.10)
 TRUNCATION_NOTICE = "\n[output truncated: this execution exceeded {limit} bytes of stdout/stderr]\n"
 
 
@@ -75,7 +77,7 @@ class Execution:
             self.lines.put(line)
 
     def _emit_error(self, line: Line) -> None:
-        """Only the first error of an execution reaches the client (3.5)."""
+        """Only the first error of an execution reaches the client (docs/code-interpreter-api.md §3.5)."""
         if not self._error_sent:
             self._error_sent = True
             self._emit(line)
@@ -110,7 +112,7 @@ class Execution:
     async def _run_locked(self) -> None:
         ctx = self.context
         if not await self._acquire(ctx.lock):
-            return  # client left while queued: nothing was sent (4.9 step 5)
+            return  # client left while queued: nothing was sent (docs/code-interpreter-api.md §4.10 step 1)
         kernel: Optional[Kernel] = None
         try:
             kernel = await ctx.kernel_for_execution()
@@ -167,7 +169,10 @@ class Execution:
         return True
 
     async def _internal(self, kernel: Kernel, code: str) -> bool:
-        """Run a silent setup request; its failure becomes this execution's error (4.5.3)."""
+        """Run a silent setup request; its failure becomes this execution's error.
+
+        docs/code-interpreter-api.md §4.5.2.
+        """
         outcome = await self._send_and_wait(kernel, code, silent=True)
         if outcome is None:
             return False
@@ -229,7 +234,9 @@ class Execution:
             self._emit(line)
 
     async def _wind_down(self, kernel: Kernel, request: KernelRequest) -> None:
-        """Client gone mid-request: interrupt, then drain until the kernel is done (4.9).
+        """Client gone mid-request: interrupt, then drain until the kernel is done.
+
+        docs/code-interpreter-api.md §4.10.
 
         A kernel that cannot be interrupted (Deno dies on SIGINT and ignores
         interrupt_request) is replaced at once instead: the JS/TS context keeps
@@ -254,7 +261,7 @@ class Execution:
 
 
 async def consume(request: KernelRequest, on_line: Any) -> RequestOutcome:
-    """Read a request's messages until both `idle` and `execute_reply` arrived (4.7).
+    """Read a request's messages until both `idle` and `execute_reply` arrived (docs/code-interpreter-api.md §4.8).
 
     `on_line` receives mapped lines (None for silent/draining requests). Events
     (kernel death, replacement, client gone) end the wait immediately.

@@ -3,7 +3,8 @@
 A `Kernel` is disposable: restarting a context means swapping in a fresh
 `Kernel` (often a pre-started spare) and shutting the old one down. That keeps
 "which kernel did this request go to" unambiguous, so a late message or a
-stray interrupt can never hit the wrong execution (spec 4.9 / 10 #10).
+stray interrupt can never hit the wrong execution
+(docs/code-interpreter-api.md §4.10, docs/differences.md §6.2 item 4).
 
 jupyter_client's asyncio sockets are used for the launch handshake only; after
 that the shell and IOPub sockets are read from event-loop reader callbacks on
@@ -203,7 +204,10 @@ class Kernel:
     # ------------------------------------------------------------ requests
 
     def submit(self, code: str, silent: bool) -> KernelRequest:
-        """Send an execute_request; internal requests are silent and leave no history (4.2)."""
+        """Send an execute_request; internal requests are silent and leave no history.
+
+        docs/code-interpreter-api.md §4.6.
+        """
         if self._shell is None:
             raise RuntimeError("kernel not started")
         content = {
@@ -253,7 +257,9 @@ class Kernel:
         return socket
 
     def _drain(self, socket: zmq.Socket, channel: str) -> None:
-        """Dispatch what the socket holds, by parent msg_id; unknown parents are dropped (4.7).
+        """Dispatch what the socket holds, by parent msg_id; unknown parents are dropped.
+
+        docs/code-interpreter-api.md §4.8.
 
         The fd is edge-triggered: it signals again only once ZMQ_EVENTS has
         reported the socket empty, so a batch cut short reschedules itself.

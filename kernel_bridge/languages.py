@@ -1,9 +1,10 @@
 """Language names, kernel specs and the per-language code snippets the daemon injects.
 
 Everything here is pure (no I/O except kernel-spec discovery) so the rules of
-spec sections 4.1.2, 4.1.3, 4.4 and 4.5.2 can be unit-tested in isolation.
-Values are always encoded as proper literals of the target language: upstream
-interpolated raw text, which broke on quotes and backslashes (spec 10 #14).
+docs/code-interpreter-api.md §4.2.1, §4.2.2, §4.4 and §4.5.3 can be
+unit-tested in isolation. Values are always encoded as proper literals of the
+target language: upstream interpolated raw text, which broke on quotes and
+backslashes (docs/differences.md §6.2 item 8).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ BASH = "bash"
 
 _ALIASES = {"js": JAVASCRIPT, "ts": TYPESCRIPT}
 
-# Spec 4.1.3: language -> candidate kernel spec names, first installed wins.
+# docs/code-interpreter-api.md §4.2.2: language -> candidate kernel spec names, first installed wins.
 _SPEC_CANDIDATES: dict[str, tuple[str, ...]] = {
     PYTHON: ("python3", "python"),
     JAVASCRIPT: ("javascript", "deno", "tslab", "jslab"),
@@ -43,7 +44,7 @@ _SHELL_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def normalise(language: Optional[str]) -> str:
-    """Spec 4.1.2: empty -> python, lower-case/trim, only `js`/`ts` are aliases."""
+    """docs/code-interpreter-api.md §4.2.1: empty -> python, lower-case/trim, only `js`/`ts` are aliases."""
     if not language:
         return PYTHON
     lang = language.strip().lower()
@@ -112,7 +113,8 @@ def resolve_kernel_spec(language: str, installed: Optional[Mapping[str, str]] = 
     """Pick the kernel spec for a normalised language.
 
     Raises NoSuchKernel with the upstream-like message when nothing fits, so the
-    route can answer `500 Failed to create context: {...}` (spec 2.3).
+    route can answer `500 Failed to create context: {...}`
+    (docs/code-interpreter-api.md §2.3).
     """
     from jupyter_client.kernelspec import NoSuchKernel
 
@@ -138,7 +140,7 @@ def unavailable_message(language: str, installed: Iterable[str]) -> str:
 
 
 def installed_languages(installed: Optional[Mapping[str, str]] = None) -> list[str]:
-    """Languages of spec 4.1.3 that have a kernel here (for error messages and tests)."""
+    """Languages of docs/code-interpreter-api.md §4.2.2 that have a kernel here (for error messages and tests)."""
     specs = installed if installed is not None else installed_kernel_specs()
     return [
         lang
@@ -201,7 +203,7 @@ def sh_literal(value: str) -> str:
 
 
 def cwd_code(language: str, path: str) -> Optional[str]:
-    """Spec 4.4: code that makes the kernel use `path` as working directory."""
+    """docs/code-interpreter-api.md §4.4: code that makes the kernel use `path` as working directory."""
     if language == PYTHON:
         # Like upstream's `%cd <P>` (a missing directory is reported, not raised, so the
         # context is still created), but with a real literal: the magic would expand
@@ -225,7 +227,7 @@ def cwd_code(language: str, path: str) -> Optional[str]:
 
 
 def env_set_code(language: str, env: Mapping[str, str]) -> Optional[str]:
-    """Spec 4.5.2: assignments for every pair, joined by newlines; None if nothing to do."""
+    """docs/code-interpreter-api.md §4.5.3: assignments for every pair, joined by newlines; None if nothing to do."""
     lines = [_set_one(language, k, v) for k, v in env.items()]
     lines = [line for line in lines if line]
     return "\n".join(lines) or None
@@ -246,7 +248,7 @@ def env_override_code(language: str, env: Mapping[str, str]) -> Optional[str]:
 
 
 def env_restore_code(language: str, keys: Iterable[str]) -> Optional[str]:
-    """Undo `env_override_code` for `keys` (spec 4.5.4, restoring the previous value)."""
+    """Undo `env_override_code` for `keys` (docs/code-interpreter-api.md §4.5.4, restoring the previous value)."""
     keys = [k for k in keys if _set_one(language, k, "") is not None]
     if not keys:
         return None

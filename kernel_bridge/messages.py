@@ -1,8 +1,9 @@
-"""Kernel message -> NDJSON line mapping (spec section 3 and 4.7).
+"""Kernel message -> NDJSON line mapping (docs/code-interpreter-api.md §3 and §4.8).
 
 Lines are plain dicts until `encode_line`, which is the single place that turns
-them into bytes: ASCII-only JSON (spec 3.1) so neither SDK can split a line on
-U+2028 & co. or corrupt a multi-byte character across chunks.
+them into bytes: ASCII-only JSON (docs/code-interpreter-api.md §3.1) so
+neither SDK can split a line on U+2028 & co. or corrupt a multi-byte character
+across chunks.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Optional
 
 Line = dict[str, Any]
 
-# Spec 3.4: MIME bundle key -> result key, in upstream's key order.
+# docs/code-interpreter-api.md §3.4: MIME bundle key -> result key, in upstream's key order.
 MIME_TO_FIELD: tuple[tuple[str, str], ...] = (
     ("text/plain", "text"),
     ("text/html", "html"),
@@ -34,7 +35,7 @@ _KNOWN_MIMES = {mime for mime, _ in MIME_TO_FIELD}
 END_OF_EXECUTION: Line = {"type": "end_of_execution"}
 KEEPALIVE: Line = {"type": "keepalive"}
 
-# Spec 3.5 server-generated errors.
+# Server-generated errors (docs/code-interpreter-api.md §3.5).
 CONTEXT_RESTARTING = ("ContextRestarting", "Context was restarted")
 UNEXPECTED_END = (
     "UnexpectedEndOfExecution",
@@ -49,7 +50,8 @@ def encode_line(line: Line) -> bytes:
 
     Never raises: NaN/Infinity (JSON has none; kernels such as Deno may send
     them) become null, and a line that still cannot be encoded is replaced by
-    an error line, so one bad value cannot tear the chunked response (2.2.3).
+    an error line, so one bad value cannot tear the chunked response
+    (docs/code-interpreter-api.md §2.2.3).
     """
     try:
         text = json.dumps(line, ensure_ascii=True, allow_nan=False)
@@ -80,14 +82,17 @@ def _unencodable(exc: BaseException) -> str:
 
 
 def strip_quotes(text: str) -> str:
-    """Spec 3.4 / 10 #1: drop one pair of surrounding quotes, nothing else."""
+    """Drop one pair of surrounding quotes, nothing else.
+
+    docs/code-interpreter-api.md §3.4; docs/differences.md §6.3 item 1.
+    """
     if text and text[0] == text[-1] and text[0] in ("'", '"'):
         return text[1:-1]
     return text
 
 
 def format_timestamp(date: Any) -> str:
-    """Kernel header date -> ISO-8601 with `+00:00` (spec 3.3)."""
+    """Kernel header date -> ISO-8601 with `+00:00` (docs/code-interpreter-api.md §3.3)."""
     if isinstance(date, _dt.datetime):
         if date.tzinfo is None:
             date = date.replace(tzinfo=_dt.timezone.utc)
@@ -101,17 +106,17 @@ def format_timestamp(date: Any) -> str:
 
 
 def number_of_executions(count: Any) -> Line:
-    """Spec 3.2."""
+    """docs/code-interpreter-api.md §3.2."""
     return {"type": "number_of_executions", "execution_count": count}
 
 
 def stream_line(name: str, text: str, date: Any) -> Line:
-    """Spec 3.3: one line per kernel stream message, never merged or split."""
+    """docs/code-interpreter-api.md §3.3: one line per kernel stream message, never merged or split."""
     return {"type": name, "text": text, "timestamp": format_timestamp(date)}
 
 
 def result_line(data: dict[str, Any], is_main_result: bool) -> Line:
-    """Spec 3.4: absent keys omitted, unmapped keys into `extra`, nothing else on top."""
+    """docs/code-interpreter-api.md §3.4: absent keys omitted, unmapped keys into `extra`, nothing else on top."""
     line: Line = {"type": "result"}
     for mime, field in MIME_TO_FIELD:
         if mime in data:
@@ -133,7 +138,7 @@ def is_followed_at_once(line: Line) -> bool:
 
 
 def error_line(name: Any, value: Any, traceback: Any = "") -> Line:
-    """Spec 3.5: all three keys always present; traceback lists joined with no separator."""
+    """docs/code-interpreter-api.md §3.5: all three keys always present; traceback lists joined with no separator."""
     if isinstance(traceback, (list, tuple)):
         traceback = "".join(str(part) for part in traceback)
     return {

@@ -1,4 +1,4 @@
-"""HTTP surface of the code interpreter (spec sections 1 and 2).
+"""HTTP surface of the code interpreter (docs/code-interpreter-api.md §1 and §2).
 
 Handlers validate and resolve, then hand work to the registry/contexts. The
 `/execute` handler sends its headers promptly and then only relays lines of an
@@ -56,7 +56,7 @@ class ValidationFailed(Exception):
 
 
 def _text(status: int, body: str) -> web.Response:
-    """Route-level errors are plain text (spec 1.4)."""
+    """Route-level errors are plain text (docs/code-interpreter-api.md §1.4)."""
     return web.Response(status=status, text=body, content_type="text/plain", charset="utf-8")
 
 
@@ -169,7 +169,7 @@ class CodeInterpreter:
         return [cors_middleware, json_errors_middleware]
 
     async def health(self, request: web.Request) -> web.StreamResponse:
-        """Spec 2.1: JSON string "OK" while serving.
+        """docs/code-interpreter-api.md §2.1: JSON string "OK" while serving.
 
         The default contexts start behind it (see `start`): a request that
         needs a kernel waits for it, so a sandbox is reachable at once.
@@ -258,7 +258,7 @@ class CodeInterpreter:
         return code, context_id, language, env_vars
 
     async def _resolve_context(self, context_id: Optional[str], language: Optional[str]) -> Optional[Context]:
-        """Spec 2.2.2; lazily (re)creates language defaults, returns None for unknown ids."""
+        """docs/code-interpreter-api.md §2.2.2; lazily (re)creates language defaults, returns None for unknown ids."""
         registry = await self._registry()
         if language:
             return await registry.default_for(languages.normalise(language))
@@ -267,7 +267,7 @@ class CodeInterpreter:
         return await registry.default_for(languages.PYTHON)
 
     async def _relay(self, request: web.Request, execution: Execution) -> web.StreamResponse:
-        """Lines as they come, keepalive after 5 s of silence (3.6).
+        """Lines as they come, keepalive after 5 s of silence (docs/code-interpreter-api.md §3.6).
 
         The headers wait up to HEADERS_DELAY for the first lines so that both
         leave in one send (a fast run then costs the client one wake-up less),
@@ -390,7 +390,7 @@ async def _hold_for_successor(lines: OutputSpool) -> None:
 
 @web.middleware
 async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Spec 1.3: allow every origin/method/header, answer pre-flights directly."""
+    """docs/code-interpreter-api.md §1.3: allow every origin/method/header, answer pre-flights directly."""
     origin = request.headers.get("Origin")
     if (
         request.method == "OPTIONS"
@@ -419,7 +419,7 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def json_errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Spec 1.4: FastAPI-style JSON bodies for unknown paths and wrong methods."""
+    """docs/code-interpreter-api.md §1.4: FastAPI-style JSON bodies for unknown paths and wrong methods."""
     try:
         return await handler(request)
     except web.HTTPMethodNotAllowed as exc:

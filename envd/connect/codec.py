@@ -23,7 +23,7 @@ class Codec(Protocol):
 
 
 class JsonCodec:
-    """protojson rules (spec 2.9): camelCase out, both spellings in, unknown keys ignored."""
+    """protojson rules (docs/envd-api.md §3.2): camelCase out, both spellings in, unknown keys ignored."""
 
     name = "json"
 

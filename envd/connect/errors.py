@@ -1,4 +1,4 @@
-"""Connect error codes and their HTTP statuses (spec envd.md 2.5)."""
+"""Connect error codes and their HTTP statuses (docs/envd-api.md §3.6)."""
 
 from __future__ import annotations
 

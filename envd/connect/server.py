@@ -3,7 +3,7 @@
 Services register `Rpc` descriptors whose handlers take and return protobuf
 messages; this module reads envelopes and bodies, applies deadlines,
 keep-alives and codecs, and writes errors the way the SDKs expect
-(spec envd.md section 2).
+(docs/envd-api.md §3).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class RpcContext:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def user(self) -> User:
-        """The acting user: the Basic-auth user, else the daemon's default (1.7)."""
+        """The acting user: the Basic-auth user, else the daemon's default (docs/envd-api.md §2.1)."""
         if self.basic_user is not None:
             return self.basic_user
         try:
@@ -222,8 +222,8 @@ async def _pump(
     """Forward a handler's messages; during silence send keep-alives.
 
     The timer starts after the first message and restarts with every message
-    (spec 2.8). The pending `__anext__` survives a keep-alive, so the
-    handler is never interrupted mid-step.
+    (docs/envd-api.md §3.9). The pending `__anext__` survives a keep-alive, so
+    the handler is never interrupted mid-step.
     """
     pending: asyncio.Future[Message] | None = None
     sent_first = False
@@ -301,7 +301,7 @@ async def _read_unary_body(request: web.Request) -> bytes:
 
 
 async def _decompress_body(body: bytes, headers: CIMultiDictProxy[str]) -> bytes:
-    """Unary bodies may be gzipped (spec 2.7); the SDKs send identity."""
+    """Unary bodies may be gzipped (docs/envd-api.md §3.8); the SDKs send identity."""
     encoding = headers.get("Content-Encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
         return body
@@ -342,7 +342,7 @@ def _parse_keepalive(value: str | None) -> float:
 
 
 def basic_user(header: str | None) -> User | None:
-    """A present, well-formed Basic header must name an existing user (1.4)."""
+    """A present, well-formed Basic header must name an existing user (docs/envd-api.md §1.3 step 7)."""
     name = basic_auth_username(header)
     if name is None:
         return None

@@ -1,4 +1,4 @@
-"""filesystem.Filesystem service: stat, list, make, move, remove and watch (spec envd.md 3)."""
+"""filesystem.Filesystem service: stat, list, make, move, remove and watch (docs/envd-api.md §4)."""
 
 from envd.filesystem.service import FilesystemService
 

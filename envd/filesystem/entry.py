@@ -1,4 +1,4 @@
-"""`EntryInfo` for a path, exactly as envd builds it (spec envd.md 3.3, Appendix B).
+"""`EntryInfo` for a path, exactly as envd builds it (docs/envd-api.md §4.3, §4.3.1).
 
 The SDK tests check these fields literally (Go's mode string, permission-only
 `mode`, the resolved symlink target), so this mirrors Go rather than `ls`.
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from envd.filesystem.metadata import read_metadata
 from envd.proto.filesystem_pb2 import EntryInfo, FileType
 
-#: Env switch for EntryInfo.is_symlink (field 12, spec Appendix D). Off = envd 0.6.13.
+#: Env switch for EntryInfo.is_symlink (field 12, docs/envd-api.md §4.3.2). Off = envd 0.6.13.
 SYMLINK_FLAG_ENV = "ENVD_REPORT_IS_SYMLINK"
 
 # Go's fs.FileMode letters in their fixed order; `a`, `l`, `T` never occur on Linux.

@@ -1,4 +1,4 @@
-"""User metadata stored as extended attributes `user.e2b.<key>` (spec envd.md 3.6, 5.7).
+"""User metadata stored as extended attributes `user.e2b.<key>` (docs/envd-api.md §4.12, §6.8).
 
 Reading never fails a request: metadata is decoration on an entry, so any
 attribute that cannot be read (unsupported filesystem, vanished, not UTF-8)

@@ -1,7 +1,7 @@
 """Filesystem operations shared by the RPCs and `/files`: mkdir -p, rm -rf, listing.
 
 They run as root and only hand ownership of what they create to the acting
-user (spec envd.md 1.7); errors are plain OSErrors for the callers to map.
+user (docs/envd-api.md §2.2); errors are plain OSErrors for the callers to map.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ class NotADirectoryComponent(OSError):
 def ensure_dir(path: str, user: User) -> None:
     """`mkdir -p path` (0755, umask applies), each created directory owned by `user`.
 
-    MakeDir (docs/envd-api.md): every component that was missing is created
-    and given to the user; components that existed before are left untouched,
-    and so is one a concurrent creator made first (EEXIST): the daemon never
-    changes the ownership of what it did not create.
+    MakeDir (docs/envd-api.md §4.5 step 3): every component that was missing
+    is created and given to the user; components that existed before are left
+    untouched, and so is one a concurrent creator made first (EEXIST): the
+    daemon never changes the ownership of what it did not create.
     """
     try:
         for directory in _missing_components(path):

@@ -1,4 +1,4 @@
-"""filesystem.Filesystem RPC handlers (spec envd.md 3.4).
+"""filesystem.Filesystem RPC handlers (docs/envd-api.md §4.4 to §4.10).
 
 Handlers speak protobuf messages and ConnectError only; the Connect layer owns
 the wire. Error codes and messages follow upstream, because the SDKs turn
@@ -202,7 +202,7 @@ class FilesystemService:
     def _watch_target(
         self, request: pb.WatchDirRequest | pb.CreateWatcherRequest, user: User
     ) -> str:
-        """Resolve and validate a directory to watch (WatchDir steps 1-3)."""
+        """Resolve and validate a directory to watch (docs/envd-api.md §4.9 steps 1-3)."""
         path = self._resolve(request.path, user)
         try:
             st = os.stat(path)
@@ -249,7 +249,7 @@ def _ensure_dir(path: str, user: User) -> None:
 
 
 def _list_dir(requested: str, depth: int) -> list[pb.EntryInfo]:
-    """ListDir steps 3-6; runs in a thread because a deep tree takes long."""
+    """ListDir, docs/envd-api.md §4.7 steps 3-6; runs in a thread because a deep tree takes long."""
     try:
         target = os.path.realpath(requested, strict=True)
     except FileNotFoundError as exc:

@@ -1,4 +1,4 @@
-"""Directory watching with E2B's event model on shared inotify instances (spec envd.md 3.5).
+"""Directory watching with E2B's event model on shared inotify instances (docs/envd-api.md §4.11).
 
 Every kernel event is translated as it arrives (`deliver`), so new
 subdirectories are watched before any later request is served. One event that
@@ -39,7 +39,7 @@ SUBDIR_FLAGS = Mask.ONLYDIR | Mask.DONT_FOLLOW
 #: Directories a walk lists on the event loop before it moves to a thread.
 INLINE_WALK_DIRECTORIES = 64
 
-#: statfs f_type of filesystems whose events are unreliable (spec 3.4 WatchDir).
+#: statfs f_type of filesystems whose events are unreliable (docs/envd-api.md §4.9 step 3).
 NETWORK_FILESYSTEMS = {
     0x6969: "nfs",
     0xFF534D42: "cifs",
@@ -73,7 +73,7 @@ class EventSink(Protocol):
 
 
 def translate(mask: Mask) -> list[int]:
-    """E2B event types for one kernel event, in the spec's order."""
+    """E2B event types for one kernel event, in the order of docs/envd-api.md §4.11."""
     return [kind for bits, kind in _TRANSLATION if mask & bits]
 
 

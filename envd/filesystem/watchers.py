@@ -1,7 +1,7 @@
 """Where watch events wait for their client: a stream's queue or a polling buffer.
 
 `WatchDir` streams events while its request lives; `CreateWatcher` watchers
-outlive their request and are polled with `GetWatcherEvents` (spec envd.md 3.4).
+outlive their request and are polled with `GetWatcherEvents` (docs/envd-api.md §4.9, §4.10).
 """
 
 from __future__ import annotations

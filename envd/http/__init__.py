@@ -1,1 +1,1 @@
-"""The plain-HTTP part of the envd API (spec envd.md section 5)."""
+"""The plain-HTTP part of the envd API (docs/envd-api.md §6)."""

@@ -1,4 +1,4 @@
-"""`POST /files/compose`: concatenate files into one, then delete them (spec envd.md 5.8).
+"""`POST /files/compose`: concatenate files into one, then delete them (docs/envd-api.md §6.9).
 
 Clients upload a large file in parts and join them here. The result is
 assembled in a temporary file next to the destination, owned by the user,
@@ -63,7 +63,7 @@ class ComposeRoutes:
         )
 
     def _user(self, name: Any) -> User:
-        """`username` from the body, else the default user (spec 1.7)."""
+        """`username` from the body, else the default user (docs/envd-api.md §2.1)."""
         if not name:
             name = self.config.default_user
             if not name:

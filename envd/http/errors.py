@@ -1,4 +1,4 @@
-"""The HTTP API's errors: a status-carrying exception and the body that answers it (spec 5.1)."""
+"""The HTTP API's errors: a status-carrying exception and the body that answers it (docs/envd-api.md §6.1)."""
 
 from __future__ import annotations
 

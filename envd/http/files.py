@@ -1,4 +1,4 @@
-"""`GET /files` (download) and `POST /files` (upload), spec envd.md 5.6, 5.7, 5.9.
+"""`GET /files` (download) and `POST /files` (upload), docs/envd-api.md §6.7, §6.8, §6.10.
 
 Both stream: uploads go to disk in bounded chunks, downloads are read in a
 thread chunk by chunk, so memory stays flat whatever the file size.
@@ -113,7 +113,7 @@ class FileRoutes:
             ) from None
 
     def _user(self, request: web.Request) -> User:
-        """`username` if present (even empty), else the default user (spec 1.7)."""
+        """`username` if present (even empty), else the default user (docs/envd-api.md §2.1)."""
         name = request.query.get("username")
         if name is None:
             name = self.config.default_user
@@ -505,7 +505,7 @@ async def _stream_plain(
             return
         await response.write_eof()
     except ConnectionError:
-        pass  # a streaming reader may hang up after the first chunk (spec 5.6)
+        pass  # a streaming reader may hang up after the first chunk (docs/envd-api.md §6.7)
 
 
 async def _copy_chunks(response: web.StreamResponse, fd: int, start: int, end: int) -> int:
@@ -533,7 +533,7 @@ async def _stream_gzip(response: web.StreamResponse, fd: int) -> None:
                 break
         await response.write_eof()
     except ConnectionError:
-        pass  # a streaming reader may hang up after the first chunk (spec 5.6)
+        pass  # a streaming reader may hang up after the first chunk (docs/envd-api.md §6.7)
 
 
 def _read_compressed(fd: int, offset: int, compressor: Any) -> tuple[bytes, int]:

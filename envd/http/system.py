@@ -1,4 +1,4 @@
-"""`/health`, `/metrics`, `/envs` and `/init` (spec envd.md 5.2 to 5.5)."""
+"""`/health`, `/metrics`, `/envs` and `/init` (docs/envd-api.md §6.3 to §6.6)."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ class SystemRoutes:
         return web.Response(status=204, headers=headers)
 
     def _check_token(self, given: Any) -> tuple[int, str] | None:
-        """Outside Firecracker the token can be set once, then only repeated (5.4)."""
+        """Outside Firecracker the token can be set once, then only repeated (docs/envd-api.md §6.5)."""
         if given is not None and (not isinstance(given, str) or given == "" or not _is_text(given)):
             return 400, "access token must be a non-empty UTF-8 string"
         current = self.config.access_token

@@ -1,10 +1,10 @@
-"""Writing one uploaded file with upstream's exact syscall order (spec envd.md 5.7).
+"""Writing one uploaded file with upstream's exact syscall order (docs/envd-api.md §6.8).
 
 The order is observable: a watcher of the directory must see exactly CREATE
 (open O_CREAT), CHMOD (fchown) and WRITE (one write(2)) for a small new file.
 So the file is written in place, not through a temporary file and a rename
-(the spec forbids that); instead a failed or interrupted upload removes the
-target, so no partial file is ever left behind.
+(see docs/envd-api.md §6.8 step 7.7); instead a failed or interrupted upload
+removes the target, so no partial file is ever left behind.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class FileUpload:
         self._buffer = bytearray()
 
     def open(self) -> None:
-        """Parent directories, type check, open, ownership (steps 1-5).
+        """Parent directories, type check, open, ownership (docs/envd-api.md §6.8 steps 7.1 to 7.5).
 
         A new file is created without following a final symlink (so a
         dangling link planted by the user cannot make the daemon create a

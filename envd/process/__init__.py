@@ -1,4 +1,4 @@
-"""process.Process service: commands and PTYs run as sandbox users (spec envd.md section 4)."""
+"""process.Process service: commands and PTYs run as sandbox users (docs/envd-api.md §5)."""
 
 from envd.process.service import ProcessService
 

@@ -1,4 +1,4 @@
-"""One running child and everything the daemon does to it: read, write, signal, end (spec 4.3, 4.4).
+"""One running child and everything the daemon does to it: read, write, signal, end (docs/envd-api.md §5.3 to §5.5).
 
 A `ManagedProcess` is independent of any HTTP request: streams only hold
 subscriptions to its `output`, so a client disconnect never affects it.
@@ -22,7 +22,8 @@ from envd.proto.process_pb2 import ProcessConfig, ProcessEvent
 log = logging.getLogger(__name__)
 
 #: How long `kill(SIGKILL)` waits for the child to be reaped before answering,
-#: so that `kill -0 <pid>` run right afterwards already fails (spec 6.2).
+#: so that `kill -0 <pid>` run right afterwards already fails
+#: (docs/envd-api.md §5.10 step 5).
 REAP_WAIT_SECONDS = 2.0
 
 
@@ -147,7 +148,7 @@ class ManagedProcess:
             log.warning("process %d: not reaped %.0fs after SIGKILL", self.pid, seconds)
 
     def _deadline_expired(self) -> None:
-        """`Connect-Timeout-Ms` of `Start` bounds the process's life (spec 4.4 step 11)."""
+        """`Connect-Timeout-Ms` of `Start` bounds the process's life (docs/envd-api.md §5.4 step 9)."""
         log.info("process %d: deadline reached, killing its process group", self.pid)
         try:
             self.signal_group(signal.SIGKILL)

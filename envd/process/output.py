@@ -1,4 +1,4 @@
-"""Fan-out of one process's events to any number of streams (spec 4.3, 4.6).
+"""Fan-out of one process's events to any number of streams (docs/envd-api.md §5.5, §5.7).
 
 Every stream (`Start`, each `Connect`) holds a `Subscription` with a bounded
 buffer. Publishing is the only place where the process's output readers can

@@ -1,4 +1,4 @@
-"""Live processes by pid and tag, and the end events of recently exited ones (spec 4.3).
+"""Live processes by pid and tag, and the end events of recently exited ones (docs/envd-api.md §5.3).
 
 Retention exists so that a `Connect` arriving just after a process exited
 still learns its exit code instead of `not_found`.

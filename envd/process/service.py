@@ -1,4 +1,4 @@
-"""The `process.Process` RPC handlers (spec section 4): requests in, events and errors out.
+"""The `process.Process` RPC handlers (docs/envd-api.md §5): requests in, events and errors out.
 
 Handlers translate between messages and `ManagedProcess`/`Registry`; the
 process machinery itself knows nothing about RPCs.
@@ -75,7 +75,7 @@ class ProcessService:
     # --- streams -------------------------------------------------------------
 
     async def start(self, request: pb.StartRequest, ctx: RpcContext) -> AsyncIterator[pb.StartResponse]:
-        """Spawn, then stream start → data… → end (spec 4.4, 4.5)."""
+        """Spawn, then stream start → data… → end (docs/envd-api.md §5.4, §5.6)."""
         process, sub = await self._launch(request, ctx)
         try:
             yield pb.StartResponse(event=_start(process.pid))
@@ -87,7 +87,7 @@ class ProcessService:
     async def connect(
         self, request: pb.ConnectRequest, ctx: RpcContext
     ) -> AsyncIterator[pb.ConnectResponse]:
-        """Re-attach to a live process, or report a recently ended one (spec 4.6)."""
+        """Re-attach to a live process, or report a recently ended one (docs/envd-api.md §5.7)."""
         try:
             process = self.registry.find(request.process)
         except ConnectError as exc:
@@ -110,7 +110,7 @@ class ProcessService:
     async def _launch(
         self, request: pb.StartRequest, ctx: RpcContext
     ) -> tuple[ManagedProcess, Subscription]:
-        """Everything up to a running, registered, subscribed process (spec 4.4 steps 1-11)."""
+        """Everything up to a running, registered, subscribed process (docs/envd-api.md §5.4 steps 1-9)."""
         user = ctx.user()
         config = request.process
         requested_cwd = config.cwd if config.HasField("cwd") else ""
@@ -145,7 +145,7 @@ class ProcessService:
     async def stream_input(
         self, requests: AsyncIterator[pb.StreamInputRequest], ctx: RpcContext
     ) -> pb.StreamInputResponse:
-        """Apply each message as it arrives: `start` selects, `data` writes (spec 4.8)."""
+        """Apply each message as it arrives: `start` selects, `data` writes (docs/envd-api.md §5.9)."""
         process: ManagedProcess | None = None
         stream = aiter(requests)
         while True:
@@ -182,7 +182,7 @@ class ProcessService:
     async def send_signal(
         self, request: pb.SendSignalRequest, ctx: RpcContext
     ) -> pb.SendSignalResponse:
-        """Signal the process group; after SIGKILL answer once the pid is reaped (spec 4.9)."""
+        """Signal the process group; after SIGKILL answer once the pid is reaped (docs/envd-api.md §5.10)."""
         process = self.registry.find(request.process)
         signum = _SIGNALS.get(request.signal)
         if signum is None:
@@ -208,7 +208,7 @@ class ProcessService:
 async def _spawn(
     request: pb.StartRequest, argv: list[str], env: dict[str, str], cwd: str, user: User
 ) -> Spawned:
-    """PTY or pipes; a failure names the command and the reason (spec 4.4 step 9)."""
+    """PTY or pipes; a failure names the command and the reason (docs/envd-api.md §5.4 step 7)."""
     try:
         if request.HasField("pty"):
             size = request.pty.size
@@ -228,7 +228,7 @@ def _reason(exc: BaseException) -> str:
 
 
 async def _deliver(process: ManagedProcess, data: pb.ProcessInput) -> None:
-    """Route input to stdin or the PTY, with upstream's error texts (spec 4.8)."""
+    """Route input to stdin or the PTY, with upstream's error texts (docs/envd-api.md §5.9)."""
     kind = data.WhichOneof("input")
     try:
         if kind == "stdin":

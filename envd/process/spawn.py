@@ -1,9 +1,10 @@
-"""Turning a `StartRequest` into a running child: environment, cwd, credentials, stdio (spec 4.4).
+"""Turning a `StartRequest` into a running child: environment, cwd, credentials, stdio (docs/envd-api.md §5.4).
 
 Every child leads its own session and process group, so signals can reach
-the whole tree (a deliberate departure from upstream, see spec 4.4 step 7).
-Children are spawned through asyncio, whose child watcher reaps them the
-moment they exit; the daemon's subreaper never has to step in.
+the whole tree (a deliberate departure from upstream, see
+docs/envd-api.md §5.4 step 6). Children are spawned through asyncio, whose
+child watcher reaps them the moment they exit; the daemon's subreaper never
+has to step in.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class Spawned:
 
 
 def build_env(user: User, global_envs: dict[str, str], request_envs: dict[str, str]) -> dict[str, str]:
-    """The child's whole environment; later layers win (spec 4.4 step 4).
+    """The child's whole environment; later layers win (docs/envd-api.md §5.4 step 4).
 
     Nothing else leaks in from the daemon's own environment.
     """
@@ -82,7 +83,7 @@ def build_env(user: User, global_envs: dict[str, str], request_envs: dict[str, s
 
 
 def resolve_cwd(requested: str, user: User, default_workdir: str) -> str:
-    """The working directory: as requested, else the default workdir, else home (spec 4.4 step 3)."""
+    """The working directory: as requested, else the default workdir, else home (docs/envd-api.md §5.4 step 3)."""
     try:
         cwd = resolve_path(requested, user, default_workdir)
     except PathError as exc:

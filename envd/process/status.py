@@ -1,4 +1,4 @@
-"""Exit statuses as Go's `os.ProcessState` words them (spec 4.4, `EndEvent`).
+"""Exit statuses as Go's `os.ProcessState` words them (docs/envd-api.md §5.6).
 
 The SDKs show `status`/`error` to users and compare `exit_code`, so the
 wording follows Go, not libc (`signal.strsignal` is capitalised differently).

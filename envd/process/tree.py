@@ -1,4 +1,4 @@
-"""Signalling everything a process started (spec 4.9, this project's departure from upstream).
+"""Signalling everything a process started (docs/envd-api.md §5.10, this project's departure from upstream).
 
 Each child leads its own session and process group. Signalling the group
 reaches ordinary children; an interactive shell (every PTY) gives each job

@@ -1,5 +1,6 @@
 # IPython kernel configuration passed with `--config=<this file>` by the daemon
-# (spec 5.1 item 1). Loaded by traitlets, which defines `c`, `get_config` and `__file__`.
+# (docs/code-interpreter-api.md §5.1 item 1). Loaded by traitlets, which
+# defines `c`, `get_config` and `__file__`.
 import os as _os
 
 c = get_config()  # noqa: F821  (provided by the traitlets loader)

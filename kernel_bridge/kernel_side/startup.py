@@ -1,4 +1,4 @@
-"""Python-kernel customisation run once at kernel start (spec 5.1 items 3-4).
+"""Python-kernel customisation run once at kernel start (docs/code-interpreter-api.md §5.1 items 3-4).
 
 Executed by `runpy.run_path` from the kernel's `exec_lines`, so its names stay out
 of the user namespace. Everything is best-effort: a failure here must never keep
@@ -50,7 +50,7 @@ def _dataframe_to_dict(frame: Any, pandas: Any) -> dict:
 
 
 def _cell(value: Any, pandas: Any) -> Any:
-    """Timestamps as ISO strings; NaN/NaT/inf as null (JSON has no NaN, spec 3.1)."""
+    """Timestamps as ISO strings; NaN/NaT/inf as null (JSON has no NaN, docs/code-interpreter-api.md §3.1)."""
     if value is pandas.NaT:
         return None
     if isinstance(value, pandas.Timestamp):
@@ -82,7 +82,7 @@ def _json_roundtrip(obj: Any) -> Any:
 
 
 def _plain(obj: Any, depth: int = 0) -> Any:
-    """Without orjson: the same result orjson would give (spec 5.1 item 3).
+    """Without orjson: the same result orjson would give (docs/code-interpreter-api.md §5.1 item 3).
 
     NaN/Infinity -> null, date/datetime/time -> ISO strings, UUID -> str, enums
     by value, numpy via `_json_default`; TypeError for anything else.
@@ -123,7 +123,7 @@ def _key(key: Any) -> str:
 
 
 def _install_json_formatter(ip: Any) -> None:
-    """`application/json` for every list/dict (spec 5.1 item 3), else IPython's default."""
+    """`application/json` for every list/dict (docs/code-interpreter-api.md §5.1 item 3), else IPython's default."""
     original = ip.display_formatter.formatters["application/json"]
 
     def containers(obj: Any) -> Any:

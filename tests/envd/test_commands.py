@@ -1,4 +1,4 @@
-"""sandbox.commands through the official sync SDK (spec 4, 6.2)."""
+"""sandbox.commands through the official sync SDK (docs/envd-api.md §5, §5.10)."""
 
 from __future__ import annotations
 

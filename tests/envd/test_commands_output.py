@@ -1,4 +1,6 @@
-"""The output fan-out on its own: ordering, discard, back-pressure, detached stuck subscribers (spec 4.3)."""
+"""The output fan-out on its own: ordering, discard, back-pressure, detached stuck
+subscribers (docs/envd-api.md §5.5).
+"""
 
 from __future__ import annotations
 
@@ -78,7 +80,7 @@ async def test_stuck_subscriber_is_detached_with_data_loss_and_never_blocks_the_
 
 
 async def test_sole_stuck_subscriber_is_never_dropped() -> None:
-    """The only subscriber gets back-pressure, however long it pauses (spec 4.3)."""
+    """The only subscriber gets back-pressure, however long it pauses (docs/envd-api.md §5.5)."""
     broadcaster = Broadcaster("t", capacity=10, stall_seconds=0.1)
     sub = broadcaster.subscribe()
     parts = [bytes([i]) * 10 for i in range(20)]

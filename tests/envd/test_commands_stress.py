@@ -1,4 +1,4 @@
-"""Resource hygiene under load: fds, zombies, memory, stuck readers (spec 4.3, 4.4).
+"""Resource hygiene under load: fds, zombies, memory, stuck readers (docs/envd-api.md §5.4, §5.5).
 
 Each test gets its own daemon, so its measurements are not disturbed by others.
 """
@@ -203,7 +203,7 @@ async def test_stuck_reader_does_not_stall_the_process(daemon_factory) -> None:
 
 
 async def test_sole_subscriber_pausing_longer_than_the_grace_period_loses_nothing(daemon_factory) -> None:
-    """The only subscriber is never dropped: the process waits for it (spec 4.3)."""
+    """The only subscriber is never dropped: the process waits for it (docs/envd-api.md §5.5)."""
     extra = daemon_factory()
     size = 40_000_000
     async with aiohttp.ClientSession() as http:

@@ -1,4 +1,4 @@
-"""process.Process on the wire: exact JSON, tags, keep-alives, deadlines, bad input (spec 4)."""
+"""process.Process on the wire: exact JSON, tags, keep-alives, deadlines, bad input (docs/envd-api.md §5)."""
 
 from __future__ import annotations
 
@@ -337,7 +337,7 @@ async def test_default_workdir_and_invalid_default_user(daemon_factory, http) ->
     messages, _ = await stream(
         http, with_workdir.url, "Start", {"process": {"cmd": "/bin/pwd", "cwd": "sub/.."}}
     )
-    assert output(messages) == b"/home/user\n"  # relative paths resolve against home (spec 1.8)
+    assert output(messages) == b"/home/user\n"  # relative paths resolve against home (docs/envd-api.md §2.3)
 
     no_user = daemon_factory("--default-user", "no-such-user-xyz")
     _, end = await stream(http, no_user.url, "Start", start_request("/bin/pwd"))

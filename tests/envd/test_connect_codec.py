@@ -1,4 +1,4 @@
-"""The Connect JSON codec and envelopes with the filesystem messages (spec envd.md 2.1, 2.9)."""
+"""The Connect JSON codec and envelopes with the filesystem messages (docs/envd-api.md §3.1, §3.2)."""
 
 from __future__ import annotations
 

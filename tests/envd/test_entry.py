@@ -1,4 +1,4 @@
-"""EntryInfo building and Go's mode string (spec envd.md 3.3, Appendix B), in process."""
+"""EntryInfo building and Go's mode string (docs/envd-api.md §4.3, §4.3.1), in process."""
 
 from __future__ import annotations
 

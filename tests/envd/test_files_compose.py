@@ -1,4 +1,4 @@
-"""`POST /files/compose` over real HTTP on a real disk (spec envd.md 5.8)."""
+"""`POST /files/compose` over real HTTP on a real disk (docs/envd-api.md §6.9)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`/files` and the filesystem RPCs over raw HTTP: what the SDK cannot send or check
-(spec envd.md 5.6, 5.7, 5.9, 2.1), plus signed URLs through the SDK."""
+(docs/envd-api.md §6.7, §6.8, §6.10, §3.1), plus signed URLs through the SDK."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""filesystem.Filesystem and /files through the official sync SDK (spec envd.md 3, 5.6, 5.7)."""
+"""filesystem.Filesystem and /files through the official sync SDK (docs/envd-api.md §4, §6.7, §6.8)."""
 
 from __future__ import annotations
 

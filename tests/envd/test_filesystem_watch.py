@@ -1,5 +1,6 @@
-"""Watching (spec envd.md 3.4, 3.5): exact event sequences through the official SDK,
-plus the raw stream for what the SDK hides (end-of-stream, shutdown, cleanup)."""
+"""Watching (docs/envd-api.md §4.9 to §4.11): exact event sequences through the
+official SDK, plus the raw stream for what the SDK hides (end-of-stream,
+shutdown, cleanup)."""
 
 from __future__ import annotations
 

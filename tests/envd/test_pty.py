@@ -1,4 +1,4 @@
-"""sandbox.pty through the official SDKs (spec 4.4 PTY mode, 4.10, 6.5)."""
+"""sandbox.pty through the official SDKs (docs/envd-api.md §5.4 step 6, §5.11)."""
 
 from __future__ import annotations
 

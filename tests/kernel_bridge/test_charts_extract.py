@@ -1,9 +1,10 @@
-"""In-process tests of the kernel-side chart extractor (spec section 6).
+"""In-process tests of the kernel-side chart extractor (docs/code-interpreter-api.md §6).
 
 Real matplotlib figures (Agg backend) go through ``chart_from_figure``; the
-result is compared value by value with what the spec says upstream emits,
-and is also fed, after a JSON round trip, to the official SDK's own chart
-deserialiser so the typed classes the users see are checked too.
+result is compared value by value with what docs/code-interpreter-api.md §6
+says upstream emits, and is also fed, after a JSON round trip, to the official
+SDK's own chart deserialiser so the typed classes the users see are checked
+too.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ class TestValues:
             assert coordinate(number) == 1.0 and type(coordinate(number)) is float
 
 
-# --------------------------------------------------------------- blank (6.1)
+# --------------------------------- blank (docs/code-interpreter-api.md §6.1)
 
 
 def test_blank_figures_give_empty_chart() -> None:
@@ -283,7 +284,7 @@ def test_categorical_test_compares_labels_with_positions() -> None:
     first, second = chart_from_figure(fig)["elements"]
     assert first["x_tick_labels"] == ["0", "1", "2"]
     assert first["x_scale"] == "linear"
-    assert second["x_scale"] == "categorical"  # upstream quirk kept (spec 6.5)
+    assert second["x_scale"] == "categorical"  # upstream quirk kept (docs/code-interpreter-api.md §6.5)
 
 
 def test_axis_without_ticks_gives_empty_chart() -> None:
@@ -454,7 +455,7 @@ BOX_DATA = {"Class A": [85, 90, 78, 92, 88], "Class B": [95, 89, 76, 91, 84, 87]
 
 
 def test_box_and_whisker() -> None:
-    """SDK ``test_box_and_whiskers``: exactly the numbers of spec 6.11 step 6."""
+    """SDK ``test_box_and_whiskers``: exactly the numbers of the docs/code-interpreter-api.md §6.9 example."""
     fig, ax = plt.subplots(figsize=(10, 6))
     ax.boxplot(list(BOX_DATA.values()), tick_labels=list(BOX_DATA), patch_artist=True)
     ax.set_title("Exam Scores Distribution")

@@ -1,4 +1,4 @@
-"""End-to-end chart tests through the official SDK (spec 8.3, 3.4).
+"""End-to-end chart tests through the official SDK (docs/code-interpreter-api.md §6, §3.4).
 
 A real daemon runs a real Python kernel; ``sandbox.run_code`` returns the
 figure's ``display_data`` as a ``Result`` whose ``chart`` the SDK built from

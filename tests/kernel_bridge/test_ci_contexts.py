@@ -1,4 +1,6 @@
-"""Contexts (spec 2.3-2.6, 4.1, 4.4) and HTTP-level validation (1.3, 1.4, 2.2)."""
+"""Contexts (docs/code-interpreter-api.md §2.3 to §2.6, §4.1, §4.4) and
+HTTP-level validation (docs/code-interpreter-api.md §1.3, §1.4, §2.2).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ def _lines(response: httpx.Response) -> list[dict]:
     assert response.status_code == 200, response.text
     raw = response.content
     assert raw.endswith(b"\n") and b"\n\n" not in raw
-    raw.decode("ascii")  # spec 3.1: pure-ASCII lines
+    raw.decode("ascii")  # pure-ASCII lines (docs/code-interpreter-api.md §3.1)
     return [json.loads(line) for line in raw.splitlines()]
 
 
@@ -62,7 +64,7 @@ def test_restart_clears_state_keeps_id_and_cwd(sandbox):
         error = sandbox.run_code("x", context=context).error
         assert (error.name, error.value) == ("NameError", "name 'x' is not defined")
         after = sandbox.run_code("import os; os.getcwd()", context=context)
-        assert after.text == "/tmp"  # cwd re-applied after restart (spec 10 #7)
+        assert after.text == "/tmp"  # cwd re-applied after restart (docs/differences.md §6.2 item 1)
         assert after.execution_count == 2
         assert context.id in [c.id for c in sandbox.list_code_contexts()]
     finally:

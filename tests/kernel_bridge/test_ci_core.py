@@ -1,4 +1,4 @@
-"""Core `run_code` behaviour through the official SDK, sync and async (spec 3, 4, 5.1, 8.1)."""
+"""Core `run_code` behaviour through the official SDK, sync and async (docs/code-interpreter-api.md §3, §4, §5.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-execution environment variables for every installed language (spec 4.5, 8.2).
+"""Per-execution environment variables for every installed language (docs/code-interpreter-api.md §4.5).
 
 Languages whose kernel is not installed are skipped with the reason printed.
 Global (sandbox-level) variables come from envd's table, set through `/init`.
@@ -120,7 +120,8 @@ def test_global_env_overwrite_and_restore(daemon, sandbox):
         assert overwritten.text == "overwrite"
         assert sandbox.run_code(read, context=context).text == "supertest"
         sandbox.restart_code_context(context)
-        assert sandbox.run_code(read, context=context).text == "supertest"  # re-injected (10 #8)
+        # re-injected after the restart (docs/differences.md §6.2 item 2)
+        assert sandbox.run_code(read, context=context).text == "supertest"
     finally:
         sandbox.remove_code_context(context)
 

@@ -1,4 +1,5 @@
-"""Non-Python kernels (spec 5.2, 5.3, 8.1 test_default_kernels / test_cwd) and pure helpers.
+"""Non-Python kernels (docs/code-interpreter-api.md §5.2, §5.3, §4.4;
+the SDK's test_default_kernels / test_cwd) and pure helpers.
 
 Kernels that are not installed are skipped with the reason printed.
 """
@@ -77,7 +78,7 @@ def test_javascript_context_with_cwd(sandbox):
 
 
 def test_javascript_timeout_then_next_run_works(sandbox):
-    """Deno dies on SIGINT; the context is restarted and keeps serving (spec 4.9, 4.10)."""
+    """Deno dies on SIGINT; the context is restarted and keeps serving (docs/code-interpreter-api.md §4.10, §4.11)."""
     require_kernel("javascript")
     from e2b import TimeoutException
 

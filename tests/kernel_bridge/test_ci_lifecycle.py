@@ -77,7 +77,8 @@ def test_language_default_kept_when_client_gives_up_during_creation(daemon, sand
 
 def test_python_default_kept_when_client_gives_up_during_creation(daemon, sandbox):
     before = {c["id"] for c in _contexts(daemon)}
-    deleted = httpx.delete(f"{daemon.url}/contexts/default", headers=CI_HEADERS, timeout=60)  # quirk 10 #17
+    # upstream quirk kept (docs/differences.md §6.3 item 8)
+    deleted = httpx.delete(f"{daemon.url}/contexts/default", headers=CI_HEADERS, timeout=60)
     assert deleted.status_code == 200, deleted.text
     try:
         httpx.post(f"{daemon.url}/execute", json={"code": "1"}, headers=CI_HEADERS, timeout=0.01)

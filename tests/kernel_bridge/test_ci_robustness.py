@@ -1,4 +1,6 @@
-"""Interrupts, kernel death, pre-emption, huge output and concurrency (spec 4.6, 4.9-4.11)."""
+"""Interrupts, kernel death, pre-emption, huge output and concurrency
+(docs/code-interpreter-api.md §4.7, §4.10 to §4.12).
+"""
 
 from __future__ import annotations
 
@@ -66,7 +68,7 @@ async def test_async_timeout_interrupt_sleep(async_sandbox):
 
 
 def test_queued_request_survives_interrupt_of_previous(sandbox):
-    """A request queued behind an interrupted one must run normally (spec 10 #10)."""
+    """A request queued behind an interrupted one must run normally (docs/differences.md §6.2 item 4)."""
     context = sandbox.create_code_context()
     started = threading.Event()
     outcome: dict[str, object] = {}

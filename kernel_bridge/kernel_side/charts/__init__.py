@@ -1,4 +1,4 @@
-"""``e2b/chart`` display formatter for the Python kernel (spec 5.1 item 3, 6).
+"""``e2b/chart`` display formatter for the Python kernel (docs/code-interpreter-api.md §5.1 item 3, §6).
 
 Runs inside the kernel only. :func:`install` adds an IPython formatter under
 the MIME type ``e2b/chart``; IPython then calls it for every displayed

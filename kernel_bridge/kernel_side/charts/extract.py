@@ -1,9 +1,10 @@
-"""Figure -> E2B chart dict (spec section 6), matplotlib-dependent part.
+"""Figure -> E2B chart dict (docs/code-interpreter-api.md §6), matplotlib-dependent part.
 
 Imported lazily by :func:`kernel_bridge.kernel_side.charts.chart_from_figure`
 so a kernel that never plots never pays for importing matplotlib. Every
 function here may raise; the caller turns any exception into ``{}``.
-Key order of every dict follows spec 6.15 (it is what upstream emits).
+Key order of every dict follows docs/code-interpreter-api.md §6.13 (it is what
+upstream emits).
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ Chart = Dict[str, Any]
 
 
 class ExtractionError(ValueError):
-    """The figure cannot be described (spec says the whole chart is ``{}``)."""
+    """The figure cannot be described (docs/code-interpreter-api.md §6 says the whole chart is ``{}``)."""
 
 
 # ---------------------------------------------------------------- top level
 
 
 def extract(figure: Figure) -> Chart:
-    """Describe a figure (spec 6.1): ``{}``, one chart, or a superchart."""
+    """Describe a figure (docs/code-interpreter-api.md §6.1): ``{}``, one chart, or a superchart."""
     axes = figure.get_axes()
     if not axes or not any(ax.has_data() for ax in axes):
         return {}
@@ -55,7 +56,7 @@ def _suptitle(figure: Figure) -> str:
 
 
 def axes_chart(ax: Axes) -> Chart:
-    """Chart of one axes, dispatched on the type decided by spec 6.2."""
+    """Chart of one axes, dispatched on the type decided by docs/code-interpreter-api.md §6.2."""
     builders: Dict[str, Callable[[Axes], Chart]] = {
         "line": line_chart,
         "scatter": scatter_chart,
@@ -71,7 +72,7 @@ def axes_chart(ax: Axes) -> Chart:
 
 
 def _plotted_artists(ax: Axes) -> List[Any]:
-    """Artists added by plotting calls, minus texts (spec 6.2).
+    """Artists added by plotting calls, minus texts (docs/code-interpreter-api.md §6.2).
 
     ``Axes._children`` is private but is exactly the right set (no spines,
     ticks, grid lines, background or legend); the fallback only matters if
@@ -85,7 +86,7 @@ def _plotted_artists(ax: Axes) -> List[Any]:
 
 
 def is_grid_like(artist: Any) -> bool:
-    """A 2-point horizontal or vertical ``Line2D`` (spec 6.9), e.g. axhline."""
+    """A 2-point horizontal or vertical ``Line2D`` (docs/code-interpreter-api.md §6.12.1), e.g. axhline."""
     if not isinstance(artist, Line2D):
         return False
     xs, ys = artist.get_xdata(), artist.get_ydata()
@@ -100,7 +101,7 @@ def _all(artists: Sequence[Any], *types: type) -> bool:
 
 
 def chart_type(ax: Axes) -> str:
-    """Decide the chart type of one axes from its artists (spec 6.2)."""
+    """Decide the chart type of one axes from its artists (docs/code-interpreter-api.md §6.2)."""
     artists = _plotted_artists(ax)
     if _all(artists, Line2D):
         return "line"
@@ -118,12 +119,12 @@ def chart_type(ax: Axes) -> str:
 
 
 def _base(kind: str, ax: Axes) -> Chart:
-    """``type`` and ``title`` (spec 6.3); ``elements`` is filled by callers."""
+    """``type`` and ``title`` (docs/code-interpreter-api.md §6.3); ``elements`` is filled by callers."""
     return {"type": kind, "title": text_or_none(ax.get_title()), "elements": []}
 
 
 def _planar_fields(ax: Axes) -> Chart:
-    """Axis labels and their units (spec 6.4), before any orientation swap."""
+    """Axis labels and their units (docs/code-interpreter-api.md §6.4), before any orientation swap."""
     x_label = text_or_none(ax.get_xlabel())
     y_label = text_or_none(ax.get_ylabel())
     return {"x_label": x_label, "y_label": y_label,
@@ -142,11 +143,11 @@ def _tick_labels(ax: Axes, axis: str) -> List[str]:
 
 
 def unknown_chart(ax: Axes) -> Chart:
-    """Unsupported plot: type and title only (spec 6.14)."""
+    """Unsupported plot: type and title only (docs/code-interpreter-api.md §6.11)."""
     return _base("unknown", ax)
 
 
-# ------------------------------------------------------ point charts (6.5)
+# -------------------------- point charts (docs/code-interpreter-api.md §6.5)
 
 
 def _has_date_converter(ax: Axes, axis: str) -> bool:
@@ -181,7 +182,7 @@ def _is_categorical(raw: Sequence[Any], labels: Sequence[str]) -> bool:
 
 def _scale(ax: Axes, axis: str, raw: Sequence[Any], labels: Sequence[str],
            dated: bool) -> str:
-    """Scale name of one axis (spec 6.5)."""
+    """Scale name of one axis (docs/code-interpreter-api.md §6.5)."""
     if dated:
         return "datetime"
     scale = ax.get_xscale() if axis == "x" else ax.get_yscale()
@@ -222,7 +223,7 @@ def _line_label(line: Line2D) -> str:
 
 
 def line_chart(ax: Axes) -> Chart:
-    """Line chart: one element per non-grid line, original data (spec 6.6)."""
+    """Line chart: one element per non-grid line, original data (docs/code-interpreter-api.md §6.6)."""
     elements = [
         {
             "label": _line_label(line),
@@ -236,7 +237,7 @@ def line_chart(ax: Axes) -> Chart:
 
 
 def scatter_chart(ax: Axes) -> Chart:
-    """Scatter chart: one element per collection, converted offsets (6.7)."""
+    """Scatter chart: one element per collection, converted offsets (docs/code-interpreter-api.md §6.7)."""
     elements = [
         {
             "label": collection.get_label(),
@@ -248,7 +249,7 @@ def scatter_chart(ax: Axes) -> Chart:
     return _point_chart("scatter", ax, elements)
 
 
-# ----------------------------------------------------------------- bar (6.8)
+# ----------------------------------- bar (docs/code-interpreter-api.md §6.8)
 
 
 def _group_name(container: BarContainer) -> str:
@@ -280,7 +281,7 @@ def _bar_elements(ax: Axes, container: BarContainer, chart: Chart) -> List[Chart
 
 
 def bar_chart(ax: Axes) -> Chart:
-    """Bar chart: one element per bar of every ``BarContainer`` (spec 6.8)."""
+    """Bar chart: one element per bar of every ``BarContainer`` (docs/code-interpreter-api.md §6.8)."""
     chart = _base("bar", ax)
     chart.update(_planar_fields(ax))
     for container in ax.containers:
@@ -289,7 +290,7 @@ def bar_chart(ax: Axes) -> Chart:
     return chart
 
 
-# ----------------------------------------------------------------- pie (6.12)
+# ---------------------------------- pie (docs/code-interpreter-api.md §6.10)
 
 
 def pie_chart(ax: Axes) -> Chart:
@@ -305,7 +306,7 @@ def pie_chart(ax: Axes) -> Chart:
     return chart
 
 
-# --------------------------------------------------- box and whisker (6.11)
+# ----------------------- box and whisker (docs/code-interpreter-api.md §6.9)
 
 
 class _Box:
@@ -390,7 +391,7 @@ def _apply_segment(boxes: List[_Box], start: Tuple[float, float],
 
 
 def box_chart(ax: Axes) -> Chart:
-    """Box-and-whisker chart from box patches and their lines (spec 6.11)."""
+    """Box-and-whisker chart from box patches and their lines (docs/code-interpreter-api.md §6.9)."""
     chart = _base("box_and_whisker", ax)
     chart.update(_planar_fields(ax))
     labels = _tick_labels(ax, "x")

@@ -1,4 +1,4 @@
-"""Pure value helpers for chart extraction (spec sections 6.4, 6.10, 6.13).
+"""Pure value helpers for chart extraction (docs/code-interpreter-api.md §6.4, §6.12.2, §6.12.3).
 
 Kept free of matplotlib so they can be tested in isolation; numpy is only
 touched through duck typing (``numpy.datetime64`` is recognised by its
@@ -12,14 +12,14 @@ import re
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Optional, Union
 
-# "whitespace ( shortest text )" or "[ shortest text ]" (spec 6.4).
+# "whitespace ( shortest text )" or "[ shortest text ]" (docs/code-interpreter-api.md §6.4).
 _UNIT_RE = re.compile(r"\s\((.*?)\)|\[(.*?)\]")
 
 _SIGNIFICANT_DIGITS = 8
 
 
 def round8(value: Union[float, int, Decimal]) -> float:
-    """Round with the 8-digit rule of spec 6.13 and return a float.
+    """Round with the 8-digit rule of docs/code-interpreter-api.md §6.12.3 and return a float.
 
     The number of significant digits shrinks with magnitude
     (``max(1, 8 - e)``), which is what upstream emits; keeping the rule
@@ -61,7 +61,7 @@ def _is_datetime64(value: Any) -> bool:
 
 
 def coordinate(value: Any) -> Union[str, float]:
-    """Normalise one point coordinate for JSON (spec 6.10).
+    """Normalise one point coordinate for JSON (docs/code-interpreter-api.md §6.12.2).
 
     Dates become ISO strings, strings (category names) stay as they are and
     every number becomes a float so that ``1`` is emitted as ``1.0``.
@@ -78,8 +78,9 @@ def coordinate(value: Any) -> Union[str, float]:
 def plain_scalar(value: Any) -> Any:
     """Turn a numpy scalar into the equal Python scalar (JSON-serialisable).
 
-    Used for ticks kept "unchanged" (spec 6.5): numpy integers must still
-    end up as JSON integers whatever JSON encoder the caller uses.
+    Used for ticks kept "unchanged" (docs/code-interpreter-api.md §6.5): numpy
+    integers must still end up as JSON integers whatever JSON encoder the
+    caller uses.
     """
     item = getattr(value, "item", None)
     if callable(item) and getattr(value, "ndim", None) == 0:
