@@ -16,14 +16,15 @@ from envd import middleware as mw
 from envd.config import Config
 from envd.connect import ConnectServer, Rpc
 from envd.filesystem import FilesystemService
-from envd.http.connections import ConnectionGuard
 from envd.http.compose import ComposeRoutes
+from envd.http.connections import ConnectionGuard
 from envd.http.files import FileRoutes
 from envd.http.forward import PortForwarder
 from envd.http.system import SystemRoutes, health
+from envd.permissions import acting_user
 from envd.process import ProcessService
 from envd.reaper import Reaper, become_subreaper
-from envd.users import UserError, lookup_default_user
+from envd.users import UserError
 
 if TYPE_CHECKING:
     from kernel_bridge import CodeInterpreter
@@ -209,14 +210,14 @@ def _code_default_cwd(config: Config) -> str:
     if os.path.isdir("/home/user"):
         return "/home/user"
     try:
-        return lookup_default_user(config.default_user).home
+        return acting_user(None, config.default_user).home
     except UserError:
         return os.getcwd()
 
 
 def _check_default_user(config: Config) -> None:
     try:
-        lookup_default_user(config.default_user)
+        acting_user(None, config.default_user)
     except UserError as exc:
         log.warning("%s: requests that name no user will fail", exc)
 

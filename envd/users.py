@@ -6,8 +6,6 @@ resolve, who owns what the daemon creates, and the credentials of processes.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import posixpath
 import pwd
@@ -75,36 +73,6 @@ def lookup_user(name: str) -> User:
     except (KeyError, ValueError):  # ValueError: a NUL in the name
         raise UserError(f"invalid username: '{name}'") from None
     return User(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, entry.pw_shell)
-
-
-def lookup_default_user(name: str) -> User:
-    """The configured default user, with upstream's error texts."""
-    if not name:
-        raise UserError("no user specified")
-    try:
-        return lookup_user(name)
-    except UserError:
-        raise UserError(f"invalid default user: '{name}'") from None
-
-
-def basic_auth_username(header: str | None) -> str | None:
-    """Username of an `Authorization: Basic` header, parsed like Go's `BasicAuth`.
-
-    Anything malformed counts as absent: only a well-formed header can fail
-    later, when the user it names does not exist.
-    """
-    if not header:
-        return None
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    if ":" not in decoded:
-        return None
-    return decoded.split(":", 1)[0]
 
 
 def resolve_path(path: str, user: User, default_workdir: str = "") -> str:

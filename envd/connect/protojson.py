@@ -124,10 +124,11 @@ def _timestamp(value: Any) -> str:
     seconds, nanos = value.seconds, value.nanos
     if not (_MIN_SECONDS <= seconds <= _MAX_SECONDS and 0 <= nanos < 1_000_000_000):
         return value.ToJsonString()
-    text = "%04d-%02d-%02dT%02d:%02d:%02d" % time.gmtime(seconds)[:6]
+    year, month, day, hour, minute, second = time.gmtime(seconds)[:6]
+    text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
     if nanos:
         digits = 3 if nanos % 1_000_000 == 0 else 6 if nanos % 1000 == 0 else 9
-        text += "." + ("%09d" % nanos)[:digits]
+        text += "." + f"{nanos:09d}"[:digits]
     return text + "Z"
 
 

@@ -26,7 +26,8 @@ from envd.connect import envelope
 from envd.connect.codec import CODECS, Codec
 from envd.connect.compat import codec_for_client
 from envd.connect.errors import Code, ConnectError, deadline_exceeded
-from envd.users import User, UserError, basic_auth_username, lookup_default_user, lookup_user
+from envd.permissions import acting_user, requested_user
+from envd.users import User, UserError
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class RpcContext:
         if self.basic_user is not None:
             return self.basic_user
         try:
-            return lookup_default_user(self.default_user())
+            return acting_user(None, self.default_user())
         except UserError as exc:
             raise ConnectError(Code.UNAUTHENTICATED, str(exc)) from None
 
@@ -342,12 +343,9 @@ def _parse_keepalive(value: str | None) -> float:
 
 
 def basic_user(header: str | None) -> User | None:
-    """A present, well-formed Basic header must name an existing user (docs/envd-api.md §1.3 step 7)."""
-    name = basic_auth_username(header)
-    if name is None:
-        return None
+    """The Basic header's user as a Connect error when unknown (envd/permissions.py)."""
     try:
-        return lookup_user(name)
+        return requested_user(header)
     except UserError as exc:
         raise ConnectError(Code.UNAUTHENTICATED, str(exc)) from None
 

@@ -24,8 +24,7 @@ from aiohttp import web
 from envd.blocking import run_blocking
 from envd.config import Config
 from envd.filesystem.paths import check_creatable, ensure_dir
-from envd.http.errors import TransferError, http_error
-from envd.http.files import user_or_401
+from envd.http.errors import TransferError, http_error, transfer_user
 from envd.http.upload import NO_SPACE
 from envd.users import PathError, User, resolve_path
 
@@ -64,11 +63,7 @@ class ComposeRoutes:
 
     def _user(self, name: Any) -> User:
         """`username` from the body, else the default user (docs/envd-api.md §2.1)."""
-        if not name:
-            name = self.config.default_user
-            if not name:
-                raise TransferError(400, "no user specified")
-        return user_or_401(str(name))
+        return transfer_user(str(name) if name else None, self.config.default_user, "no user specified")
 
     def _resolve(self, path: str, user: User, what: str) -> str:
         try:

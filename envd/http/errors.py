@@ -6,6 +6,9 @@ import json
 
 from aiohttp import web
 
+from envd.permissions import NoUser, UnknownUser, acting_user
+from envd.users import User
+
 
 def http_error(status: int, message: str) -> web.Response:
     """`{"code": <status>, "message": ...}` as Go's encoder writes it."""
@@ -27,3 +30,14 @@ class TransferError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def transfer_user(named: str | None, default_name: str, missing: str) -> User:
+    """The acting user of a `/files` route, failing as upstream words it there:
+    `400 <missing>` when no user is named anywhere, `401` for an unknown one."""
+    try:
+        return acting_user(named, default_name)
+    except NoUser:
+        raise TransferError(400, missing) from None
+    except UnknownUser as exc:
+        raise TransferError(401, f"error looking up user '{exc.name}': user: unknown user {exc.name}") from None

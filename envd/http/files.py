@@ -26,9 +26,9 @@ from envd.auth import SignatureError, check_file_access
 from envd.blocking import run_blocking
 from envd.config import Config
 from envd.filesystem.metadata import MetadataError, metadata_from_headers
-from envd.http.errors import TransferError, http_error
+from envd.http.errors import TransferError, http_error, transfer_user
 from envd.http.upload import FileUpload
-from envd.users import PathError, User, UserError, lookup_user, resolve_path
+from envd.users import PathError, User, resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +114,7 @@ class FileRoutes:
 
     def _user(self, request: web.Request) -> User:
         """`username` if present (even empty), else the default user (docs/envd-api.md §2.1)."""
-        name = request.query.get("username")
-        if name is None:
-            name = self.config.default_user
-            if not name:
-                raise TransferError(400, "username not provided")
-        return user_or_401(name)
+        return transfer_user(request.query.get("username"), self.config.default_user, "username not provided")
 
     def _resolve(self, path: str, user: User) -> str:
         try:
@@ -176,14 +171,6 @@ class BodyError(TransferError):
 
 class _PlainBadRequest(Exception):
     """A parameter-binding failure, which upstream answers with plain text."""
-
-
-def user_or_401(name: str) -> User:
-    """The named user; an unknown one is `401` with Go's `user.Lookup` wording."""
-    try:
-        return lookup_user(name)
-    except UserError:
-        raise TransferError(401, f"error looking up user '{name}': user: unknown user {name}") from None
 
 
 def _close_after(request: web.Request, response: web.Response) -> web.Response:
@@ -603,7 +590,7 @@ async def _send_ranges(
     )
     await response.prepare(request)
     try:
-        for head, (start, end) in zip(heads, ranges):
+        for head, (start, end) in zip(heads, ranges, strict=True):
             await response.write(head.encode())
             if await _copy_chunks(response, fd, start, end) < end - start:
                 # The file shrank: a short body must not look complete (as in _stream_plain).

@@ -17,7 +17,7 @@ from envd.connect import Code, ConnectError, Kind, Rpc, RpcContext
 from envd.process.managed import CloseStdinError, InputError, ManagedProcess
 from envd.process.output import Subscription
 from envd.process.registry import Registry
-from envd.process.spawn import SpawnError, Spawned, build_env, resolve_cwd, spawn_pipes, spawn_pty
+from envd.process.spawn import Spawned, SpawnError, build_env, resolve_cwd, spawn_pipes, spawn_pty
 from envd.proto import process_pb2 as pb
 from envd.users import User
 
