@@ -1,4 +1,5 @@
-"""Writing one uploaded file with upstream's exact syscall order (docs/envd-api.md §6.8).
+"""Receiving `POST /files` (docs/envd-api.md §6.8): the request's body or parts, and
+writing each file with upstream's exact syscall order.
 
 The order is observable: a watcher of the directory must see exactly CREATE
 (open O_CREAT), CHMOD (fchown) and WRITE (one write(2)) for a small new file.
@@ -13,17 +14,23 @@ import errno
 import os
 import posixpath
 import stat
-from collections.abc import Mapping
+import zlib
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+from aiohttp import BodyPartReader, web
+
 from envd.blocking import run_blocking
-from envd.filesystem.metadata import read_metadata, replace_metadata
+from envd.filesystem.metadata import MetadataError, metadata_from_headers, read_metadata, replace_metadata
 from envd.filesystem.paths import check_creatable, ensure_dir
 from envd.http.errors import TransferError
+from envd.http.multipart import disposition_params, filename_of
 from envd.users import User
 
 #: Bytes gathered before one write(2): a small body is written in one call.
 WRITE_BUFFER_BYTES = 1024 * 1024
+#: Bytes read from the request at a time (a gzip body inflates at most this much per step).
+READ_CHUNK_BYTES = 256 * 1024
 #: Below this a write is quick enough to do on the event loop.
 INLINE_WRITE_BYTES = 64 * 1024
 
@@ -198,3 +205,119 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+# -- reading the request ----------------------------------------------------
+
+#: Resolves a requested path for the acting user (TransferError 400 if it cannot).
+Resolver = Callable[[str, User], str]
+
+
+async def receive_raw(
+    request: web.Request, user: User, metadata: dict[str, str], resolve: Resolver
+) -> dict[str, Any]:
+    """An `application/octet-stream` body, written to `?path=`."""
+    raw_path = request.query.get("path")
+    if not raw_path:
+        raise TransferError(400, "path query parameter is required for raw body upload")
+    target = resolve(raw_path, user)
+    return await write_file(target, user, metadata, body_chunks(request))
+
+async def receive_multipart(
+    request: web.Request, user: User, metadata: dict[str, str], resolve: Resolver
+) -> list[dict[str, Any]]:
+    """Every `file` part, in order; a later failure keeps earlier files."""
+    query_path = request.query.get("path")
+    written: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                continue
+            disposition = disposition_params(part.headers.get("Content-Disposition", ""))
+            if disposition.get("name") != "file":
+                continue
+            name = query_path if query_path is not None else filename_of(disposition)
+            if name is None:
+                raise TransferError(400, "missing filename in multipart part and no path given")
+            target = resolve(name, user)
+            if target in seen:
+                raise TransferError(
+                    400,
+                    f"you cannot upload multiple files to the same path '{target}' in one "
+                    "upload request, only the first specified file was uploaded",
+                )
+            seen.add(target)
+            written.append(await write_file(target, user, metadata, part_chunks(part)))
+    except (ValueError, AssertionError) as exc:
+        raise BodyError(400, f"error parsing multipart request: {exc}") from None
+    return written
+
+
+class BodyError(TransferError):
+    """The request body itself is broken; the connection cannot be reused."""
+
+def check_content_encoding(request: web.Request) -> None:
+    """aiohttp already gunzips the body; only refuse what upstream refuses."""
+    value = request.headers.get("Content-Encoding", "")
+    if value.strip().lower() not in ("", "identity", "gzip"):
+        raise TransferError(
+            400,
+            f"error decompressing request body: unsupported Content-Encoding: {value}, "
+            "supported: [gzip]",
+        )
+
+def upload_metadata(request: web.Request) -> dict[str, str]:
+    try:
+        return metadata_from_headers(request.headers)
+    except MetadataError as exc:
+        raise TransferError(400, f"invalid metadata: {exc}") from None
+
+def is_gzipped(request: web.Request) -> bool:
+    return request.headers.get("Content-Encoding", "").strip().lower() == "gzip"
+
+async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    """The decoded upload body, chunk by chunk.
+
+    The server runs with aiohttp's `auto_decompress` off, so gzip is decoded
+    here, where a truncated stream is an error instead of a short file.
+    """
+    chunks = request.content.iter_chunked(READ_CHUNK_BYTES)
+    if not is_gzipped(request):
+        async for chunk in chunks:
+            yield chunk
+        return
+    decompressor = zlib.decompressobj(31)
+    async for chunk in chunks:
+        while chunk:
+            yield decompressor.decompress(chunk, READ_CHUNK_BYTES)  # bounded: no zip bomb
+            chunk = decompressor.unconsumed_tail
+    if not decompressor.eof:
+        raise ValueError("unexpected end of gzip stream")
+
+async def part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(READ_CHUNK_BYTES):
+        yield chunk
+    if not part.at_eof():  # the body ended before the part's boundary
+        raise ValueError("multipart body ends in the middle of a part")
+
+async def write_file(
+    target: str, user: User, metadata: dict[str, str], chunks: AsyncIterator[bytes]
+) -> dict[str, Any]:
+    """Stream `chunks` into `target`; on any failure remove what was written."""
+    upload = FileUpload(target, user)
+    upload.open()
+    try:
+        async for chunk in chunks:
+            await upload.write(chunk)
+        return await upload.finish(metadata)
+    except TransferError:
+        upload.abort()
+        raise
+    except Exception as exc:  # body cut off, bad gzip, broken multipart
+        upload.abort()
+        raise BodyError(400, f"error reading request body: {exc}") from None
+    except BaseException:  # cancelled: the client went away mid-body
+        upload.abort()
+        raise
