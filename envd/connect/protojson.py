@@ -91,11 +91,7 @@ def _converter(field: FieldDescriptor) -> Converter:
 
 
 def is_repeated(field: FieldDescriptor) -> bool:
-    """`is_repeated` on newer protobuf (7.x has no `label`), `label` on older ones."""
-    try:
-        return bool(field.is_repeated)
-    except AttributeError:
-        return field.label == FieldDescriptor.LABEL_REPEATED
+    return bool(field.is_repeated)
 
 
 def _single(field: FieldDescriptor) -> Converter:

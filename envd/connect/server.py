@@ -13,7 +13,7 @@ import enum
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,15 +52,24 @@ class Rpc:
       server_stream: async generator (request, ctx) yielding responses
       client_stream: async (AsyncIterator[request], ctx) -> response
     `keepalive` builds the message sent during silence on a server stream.
+    `errors` maps the service's domain exceptions to Connect codes: the one
+    place a service says how its machinery's failures look on the wire.
     """
 
     service: str
     method: str
     kind: Kind
     request_type: type[Message]
-    response_type: type[Message]
     handler: Callable[..., Any]
     keepalive: Callable[[], Message] | None = None
+    errors: Mapping[type[Exception], Code] = field(default_factory=dict)
+
+    def connect_error(self, exc: Exception) -> ConnectError | None:
+        """`exc` as the Connect error this RPC declares for it, if any."""
+        for kind, code in self.errors.items():
+            if isinstance(exc, kind):
+                return ConnectError(code, str(exc))
+        return None
 
     @property
     def path(self) -> str:
@@ -71,12 +80,10 @@ class Rpc:
 class RpcContext:
     """What a handler may know about its call, without seeing HTTP."""
 
-    headers: CIMultiDictProxy[str]
     timeout: float | None
     keepalive_interval: float
     basic_user: User | None
     default_user: Callable[[], str]
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def user(self) -> User:
         """The acting user: the Basic-auth user, else the daemon's default (docs/envd-api.md §2.1)."""
@@ -122,7 +129,6 @@ class ConnectServer:
     def _context(self, request: web.Request) -> RpcContext:
         """Parse the headers every RPC shares; raises ConnectError on bad ones."""
         return RpcContext(
-            headers=request.headers,
             timeout=_parse_timeout(request.headers.get("Connect-Timeout-Ms")),
             keepalive_interval=_parse_keepalive(request.headers.get("Keepalive-Ping-Interval")),
             basic_user=basic_user(request.headers.get("Authorization")),
@@ -138,8 +144,7 @@ class ConnectServer:
         except ConnectError as exc:
             return unary_error(exc)
         except Exception as exc:
-            log.exception("RPC %s failed", rpc.path)
-            return unary_error(ConnectError(Code.INTERNAL, str(exc)))
+            return unary_error(_as_connect_error(rpc, exc))
         return web.Response(
             body=await _encode(codec, reply), headers={"Content-Type": f"application/{codec.name}"}
         )
@@ -177,14 +182,22 @@ class ConnectServer:
         except ConnectionError:
             return response  # the client went away; nobody is left to tell
         except Exception as exc:
-            log.exception("RPC %s failed", rpc.path)
-            error = ConnectError(Code.INTERNAL, str(exc))
+            error = _as_connect_error(rpc, exc)
         try:
             await prepare()
             await response.write_eof(_end_of_stream(error))  # one send with the final chunk
         except ConnectionError:
             pass
         return response
+
+
+def _as_connect_error(rpc: Rpc, exc: Exception) -> ConnectError:
+    """A declared domain error keeps its code; anything else is a bug: `internal`, logged."""
+    declared = rpc.connect_error(exc)
+    if declared is not None:
+        return declared
+    log.exception("RPC %s failed", rpc.path)
+    return ConnectError(Code.INTERNAL, str(exc))
 
 
 async def _encode(codec: Codec, message: Message) -> bytes:

@@ -19,6 +19,7 @@ from envd.blocking import run_blocking
 from envd.config import Config
 from envd.connect import Code, ConnectError, Kind, Rpc, RpcContext
 from envd.filesystem.entry import build_entry, printable
+from envd.filesystem.errors import WatcherNotFound, WatchFailed
 from envd.filesystem.inotify import InotifyPool
 from envd.filesystem.paths import (
     NotADirectoryComponent,
@@ -47,6 +48,10 @@ def os_error_text(op: str, path: str, exc: OSError) -> str:
     return f"{op} {path}: {reason}"
 
 
+#: The watching machinery's failures as the SDKs expect them.
+ERRORS: dict[type[Exception], Code] = {WatcherNotFound: Code.NOT_FOUND, WatchFailed: Code.INTERNAL}
+
+
 class FilesystemService:
     """Stat, MakeDir, Move, ListDir, Remove and the two flavours of watching."""
 
@@ -68,12 +73,14 @@ class FilesystemService:
              self.get_watcher_events),
             ("RemoveWatcher", pb.RemoveWatcherRequest, pb.RemoveWatcherResponse, self.remove_watcher),
         ]
-        rpcs = [Rpc(SERVICE, name, Kind.UNARY, req, resp, handler) for name, req, resp, handler in unary]
+        rpcs = [
+            Rpc(SERVICE, name, Kind.UNARY, req, handler, errors=ERRORS) for name, req, _, handler in unary
+        ]
         rpcs.append(
             Rpc(
-                SERVICE, "WatchDir", Kind.SERVER_STREAM, pb.WatchDirRequest, pb.WatchDirResponse,
-                self.watch_dir,
+                SERVICE, "WatchDir", Kind.SERVER_STREAM, pb.WatchDirRequest, self.watch_dir,
                 keepalive=lambda: pb.WatchDirResponse(keepalive=pb.WatchDirResponse.KeepAlive()),
+                errors=ERRORS,
             )
         )
         return rpcs

@@ -11,7 +11,7 @@ import secrets
 import string
 from collections.abc import AsyncIterator
 
-from envd.connect import Code, ConnectError
+from envd.filesystem.errors import WatcherNotFound, WatchFailed
 from envd.filesystem.watch import DirWatcher
 from envd.proto.filesystem_pb2 import FilesystemEvent
 
@@ -31,7 +31,7 @@ class EventStream:
     """A `WatchDir` stream's sink: events queue up until the generator sends them."""
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[FilesystemEvent | ConnectError | _Closed] = asyncio.Queue()
+        self._queue: asyncio.Queue[FilesystemEvent | WatchFailed | _Closed] = asyncio.Queue()
         self._failed = False
 
     def event(self, event: FilesystemEvent) -> None:
@@ -45,7 +45,7 @@ class EventStream:
     def error(self, message: str) -> None:
         if not self._failed:
             self._failed = True
-            self._queue.put_nowait(ConnectError(Code.INTERNAL, message))
+            self._queue.put_nowait(WatchFailed(message))
 
     def close(self) -> None:
         self._queue.put_nowait(CLOSED)
@@ -56,7 +56,7 @@ class EventStream:
             item = await self._queue.get()
             if isinstance(item, _Closed):
                 return
-            if isinstance(item, ConnectError):
+            if isinstance(item, WatchFailed):
                 raise item
             yield item
 
@@ -88,7 +88,7 @@ class PolledWatcher:
         if self.watcher is not None:
             self.watcher.drain()
         if self._error is not None:
-            raise ConnectError(Code.INTERNAL, self._error)
+            raise WatchFailed(self._error)
         events, self._events = self._events, []
         return events
 
@@ -110,9 +110,7 @@ class WatcherRegistry:
         try:
             return self._watchers[watcher_id]
         except KeyError:
-            raise ConnectError(
-                Code.NOT_FOUND, f"watcher with id {watcher_id} not found"
-            ) from None
+            raise WatcherNotFound(f"watcher with id {watcher_id} not found") from None
 
     def remove(self, watcher_id: str) -> None:
         self.get(watcher_id).close()

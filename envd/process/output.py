@@ -31,7 +31,7 @@ import collections
 import logging
 import time
 
-from envd.connect import Code, ConnectError
+from envd.process.errors import OutputLost
 from envd.proto.process_pb2 import ProcessEvent
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class Subscription:
         self._closed = False
         self.last_progress = time.monotonic()
         #: Set when this subscriber was detached for stalling; raised once its queue is empty.
-        self.failure: ConnectError | None = None
+        self.failure: OutputLost | None = None
 
     # --- consumer side -------------------------------------------------------
 
@@ -146,8 +146,7 @@ class Subscription:
             self._label,
             idle,
         )
-        self.failure = ConnectError(
-            Code.DATA_LOSS,
+        self.failure = OutputLost(
             "process output dropped: this stream stopped reading for more than "
             f"{idle:.0f}s while another stream of the same process kept reading, "
             "so it was detached to avoid stalling the process; the output it received is incomplete",
@@ -176,10 +175,6 @@ class Broadcaster:
         self._stall_seconds = stall_seconds
         self._subscribers: list[Subscription] = []
         self._end: ProcessEvent | None = None
-
-    @property
-    def ended(self) -> bool:
-        return self._end is not None
 
     def subscribe(self) -> Subscription:
         """A new subscription; after the end it immediately yields just the end event."""

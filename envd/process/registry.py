@@ -10,7 +10,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from envd.connect import Code, ConnectError
+from envd.process.errors import NoSelector, ProcessNotFound
 from envd.process.managed import ManagedProcess
 from envd.proto.process_pb2 import ProcessEvent, ProcessSelector
 
@@ -62,12 +62,12 @@ class Registry:
         if kind == "pid":
             process = self._live.get(selector.pid)
             if process is None:
-                raise ConnectError(Code.NOT_FOUND, f"process with pid {selector.pid} not found")
+                raise ProcessNotFound(f"process with pid {selector.pid} not found")
             return process
         for process in self._live.values():
             if process.tag == selector.tag:
                 return process
-        raise ConnectError(Code.NOT_FOUND, f"process with tag {selector.tag} not found")
+        raise ProcessNotFound(f"process with tag {selector.tag} not found")
 
     def find_retained(self, selector: ProcessSelector) -> Retained | None:
         """The end of a recently exited process, by pid or first tag match."""
@@ -91,5 +91,5 @@ class Registry:
 def _selector_kind(selector: ProcessSelector) -> str:
     kind = selector.WhichOneof("selector")
     if kind is None:
-        raise ConnectError(Code.UNIMPLEMENTED, "invalid input type <nil>")
+        raise NoSelector("invalid input type <nil>")
     return kind

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 from envd.config import Config
 from envd.connect import Code, ConnectError, Kind, Rpc, RpcContext
+from envd.process.errors import NoSelector, OutputLost, ProcessNotFound
 from envd.process.managed import CloseStdinError, InputError, ManagedProcess
 from envd.process.output import Subscription
 from envd.process.registry import Registry
@@ -30,6 +31,14 @@ CLOSE_SECONDS = 2.0
 _SIGNALS = {pb.SIGNAL_SIGKILL: signal.SIGKILL, pb.SIGNAL_SIGTERM: signal.SIGTERM}
 
 
+#: The process machinery's failures as the SDKs expect them.
+ERRORS: dict[type[Exception], Code] = {
+    ProcessNotFound: Code.NOT_FOUND,
+    NoSelector: Code.UNIMPLEMENTED,
+    OutputLost: Code.DATA_LOSS,
+}
+
+
 class ProcessService:
     """Starts, tracks, feeds, signals and streams the sandbox's processes."""
 
@@ -39,7 +48,7 @@ class ProcessService:
 
     def rpcs(self) -> list[Rpc]:
         def rpc(method: str, kind: Kind, req: type, resp: type, handler, keepalive=None) -> Rpc:  # type: ignore[no-untyped-def]
-            return Rpc(SERVICE, method, kind, req, resp, handler, keepalive)
+            return Rpc(SERVICE, method, kind, req, handler, keepalive, ERRORS)
 
         return [
             rpc("Start", Kind.SERVER_STREAM, pb.StartRequest, pb.StartResponse, self.start,
@@ -90,9 +99,7 @@ class ProcessService:
         """Re-attach to a live process, or report a recently ended one (docs/envd-api.md §5.7)."""
         try:
             process = self.registry.find(request.process)
-        except ConnectError as exc:
-            if exc.code is not Code.NOT_FOUND:
-                raise
+        except ProcessNotFound:
             retained = self.registry.find_retained(request.process)
             if retained is None:
                 raise

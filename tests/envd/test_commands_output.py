@@ -8,8 +8,10 @@ import asyncio
 
 import pytest
 
-from envd.connect import Code, ConnectError
+from envd.connect import Code
+from envd.process.errors import OutputLost
 from envd.process.output import Broadcaster
+from envd.process.service import ERRORS as PROCESS_ERRORS
 from envd.process.status import end_event
 from envd.proto.process_pb2 import ProcessEvent
 
@@ -68,11 +70,11 @@ async def test_stuck_subscriber_is_detached_with_data_loss_and_never_blocks_the_
     assert stuck.failure is not None
     # The events it had queued come first, then the stream fails: never a clean end after lost data.
     queued = []
-    with pytest.raises(ConnectError) as caught:
+    with pytest.raises(OutputLost) as caught:
         async for event in stuck:
             queued.append(event)
-    assert caught.value.code is Code.DATA_LOSS
-    assert "stopped reading" in caught.value.message and "another stream" in caught.value.message
+    assert PROCESS_ERRORS[OutputLost] is Code.DATA_LOSS  # what the SDK sees
+    assert "stopped reading" in str(caught.value) and "another stream" in str(caught.value)
     assert queued and all(e.HasField("data") for e in queued)
     assert len(queued) < 10
     with pytest.raises(StopAsyncIteration):
