@@ -18,6 +18,7 @@ from envd.connect import ConnectServer, Rpc
 from envd.filesystem import FilesystemService
 from envd.http.compose import ComposeRoutes
 from envd.http.connections import ConnectionGuard
+from envd.http.errors import transfer_errors
 from envd.http.files import FileRoutes
 from envd.http.forward import PortForwarder
 from envd.http.system import SystemRoutes, health
@@ -87,6 +88,7 @@ class Daemon:
                 mw.only_for(mw.ENVD, mw.cors),
                 mw.only_for(mw.ENVD, mw.access_token_gate(config)),
                 mw.only_for(mw.ENVD, mw.basic_user_check(self.connect.is_rpc_path)),
+                mw.only_for(mw.ENVD, transfer_errors),
             ],
         )
         app.on_response_prepare.append(mw.add_cors_to_streams)

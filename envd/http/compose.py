@@ -24,8 +24,7 @@ from aiohttp import web
 from envd.blocking import run_blocking
 from envd.config import Config
 from envd.filesystem.paths import check_creatable, ensure_dir
-from envd.http.errors import TransferError, http_error, transfer_user
-from envd.http.upload import NO_SPACE
+from envd.http.errors import TransferError, os_failure, transfer_user
 from envd.users import PathError, User, resolve_path
 
 #: `copy_file_range` cannot serve these pairs of files; `sendfile` can.
@@ -43,15 +42,12 @@ class ComposeRoutes:
         return [web.post("/files/compose", self.compose)]
 
     async def compose(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = await _read_body(request)
-            user = self._user(body.get("username"))
-            destination = self._resolve(body["destination"], user, "error resolving destination path")
-            sources = [self._source(path, destination, user) for path in body["source_paths"]]
-            _ensure_parent(destination, user)
-            await _assemble(sources, destination, user)
-        except TransferError as exc:
-            return http_error(exc.status, exc.message)
+        body = await _read_body(request)
+        user = self._user(body.get("username"))
+        destination = self._resolve(body["destination"], user, "error resolving destination path")
+        sources = [self._source(path, destination, user) for path in body["source_paths"]]
+        _ensure_parent(destination, user)
+        await _assemble(sources, destination, user)
         for source in sources:
             try:
                 os.unlink(source)
@@ -121,9 +117,7 @@ async def _assemble(sources: list[str], destination: str, user: User) -> None:
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     except OSError as exc:
-        if exc.errno in NO_SPACE:
-            raise TransferError(507, "not enough disk space available") from None
-        raise TransferError(500, f"error creating destination file: {exc}") from None
+        raise os_failure(exc, "error creating destination file") from None
     try:
         try:
             os.fchown(fd, user.uid, user.gid)
@@ -156,9 +150,7 @@ def _append(out_fd: int, source: str) -> None:
     try:
         _copy(in_fd, out_fd)
     except OSError as exc:
-        if exc.errno in NO_SPACE:
-            raise TransferError(507, "not enough disk space available") from None
-        raise TransferError(500, f"error composing source {source}: {exc}") from None
+        raise os_failure(exc, f"error composing source {source}") from None
     finally:
         os.close(in_fd)
 

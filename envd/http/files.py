@@ -15,9 +15,8 @@ from envd.auth import SignatureError, check_file_access
 from envd.config import Config
 from envd.http.download import open_for_reading, regular_file, send_file
 from envd.http.encoding import wants_gzip
-from envd.http.errors import TransferError, http_error, transfer_user
+from envd.http.errors import PlainBadRequest, TransferError, transfer_user
 from envd.http.upload import (
-    BodyError,
     check_content_encoding,
     is_gzipped,
     receive_multipart,
@@ -40,49 +39,37 @@ class FileRoutes:
         ]
 
     async def download(self, request: web.Request) -> web.StreamResponse:
-        try:
-            self._authorize(request, "read")
-            user = self._user(request)
-            path = self._resolve(request.query.get("path", ""), user)
-            regular_file(path)
-            gzip = wants_gzip(request)
-            fd, size, mtime = open_for_reading(path)
-        except TransferError as exc:
-            return http_error(exc.status, exc.message)
-        except _PlainBadRequest as exc:
-            return web.Response(status=400, text=str(exc))
+        self._authorize(request, "read")
+        user = self._user(request)
+        path = self._resolve(request.query.get("path", ""), user)
+        regular_file(path)
+        gzip = wants_gzip(request)
+        fd, size, mtime = open_for_reading(path)
         try:
             return await send_file(request, fd, path, size, mtime, gzip)
         finally:
             os.close(fd)
 
     async def upload(self, request: web.Request) -> web.StreamResponse:
-        try:
-            self._authorize(request, "write")
-            check_content_encoding(request)
-            user = self._user(request)
-            metadata = upload_metadata(request)
-            # aiohttp reports a missing Content-Type as octet-stream; upstream refuses it.
-            declared = request.headers.get("Content-Type", "").strip()
-            media_type = request.content_type.lower() if declared else ""
-            if media_type == "application/octet-stream":
-                written = [await receive_raw(request, user, metadata, self._resolve)]
-            elif media_type.startswith("multipart/"):
-                if is_gzipped(request):  # no SDK sends it; say so rather than misread it
-                    raise TransferError(400, "gzip-encoded multipart uploads are not supported")
-                written = await receive_multipart(request, user, metadata, self._resolve)
-            else:
-                raise TransferError(
-                    400,
-                    f"unsupported content type: {request.headers.get('Content-Type', '')}, "
-                    "expected multipart/form-data or application/octet-stream",
-                )
-        except BodyError as exc:
-            return _close_after(request, http_error(exc.status, exc.message))
-        except TransferError as exc:
-            return http_error(exc.status, exc.message)
-        except _PlainBadRequest as exc:
-            return web.Response(status=400, text=str(exc))
+        self._authorize(request, "write")
+        check_content_encoding(request)
+        user = self._user(request)
+        metadata = upload_metadata(request)
+        # aiohttp reports a missing Content-Type as octet-stream; upstream refuses it.
+        declared = request.headers.get("Content-Type", "").strip()
+        media_type = request.content_type.lower() if declared else ""
+        if media_type == "application/octet-stream":
+            written = [await receive_raw(request, user, metadata, self._resolve)]
+        elif media_type.startswith("multipart/"):
+            if is_gzipped(request):  # no SDK sends it; say so rather than misread it
+                raise TransferError(400, "gzip-encoded multipart uploads are not supported")
+            written = await receive_multipart(request, user, metadata, self._resolve)
+        else:
+            raise TransferError(
+                400,
+                f"unsupported content type: {request.headers.get('Content-Type', '')}, "
+                "expected multipart/form-data or application/octet-stream",
+            )
         return web.json_response(written)
 
     # -- request prelude ---------------------------------------------------
@@ -96,7 +83,7 @@ class FileRoutes:
         except SignatureError as exc:
             raise TransferError(401, str(exc)) from None
         except ValueError:
-            raise _PlainBadRequest(
+            raise PlainBadRequest(
                 "Invalid format for parameter signature_expiration: "
                 f"{query.get('signature_expiration')!r} is not an integer"
             ) from None
@@ -110,17 +97,3 @@ class FileRoutes:
             return resolve_path(path, user, self.config.default_workdir)
         except PathError as exc:
             raise TransferError(400, f"error expanding and resolving path '{path}': {exc}") from None
-
-
-class _PlainBadRequest(Exception):
-    """A parameter-binding failure, which upstream answers with plain text."""
-
-def _close_after(request: web.Request, response: web.Response) -> web.Response:
-    """Answer a broken body and drop the connection.
-
-    Marking the payload finished stops aiohttp from draining it after the
-    handler, which would re-raise the body's error as an unhandled exception.
-    """
-    response.force_close()
-    request.content.feed_eof()
-    return response

@@ -23,7 +23,7 @@ from aiohttp import BodyPartReader, web
 from envd.blocking import run_blocking
 from envd.filesystem.metadata import MetadataError, metadata_from_headers, read_metadata, replace_metadata
 from envd.filesystem.paths import check_creatable, ensure_dir
-from envd.http.errors import TransferError
+from envd.http.errors import BodyError, TransferError, os_failure
 from envd.http.multipart import disposition_params, filename_of
 from envd.users import User
 
@@ -33,8 +33,6 @@ WRITE_BUFFER_BYTES = 1024 * 1024
 READ_CHUNK_BYTES = 256 * 1024
 #: Below this a write is quick enough to do on the event loop.
 INLINE_WRITE_BYTES = 64 * 1024
-
-NO_SPACE = {errno.ENOSPC, errno.EDQUOT}  # errnos that mean 507
 
 
 class FileUpload:
@@ -82,9 +80,7 @@ class FileUpload:
             if created:
                 _unlink_quietly(self.path)
             if isinstance(exc, OSError):
-                if exc.errno in NO_SPACE:
-                    raise TransferError(507, f"not enough disk space available: {exc}") from None
-                raise TransferError(500, f"error opening file: {exc}") from None
+                raise os_failure(exc, "error opening file") from None
             raise  # a special file is not ours to remove, nor is an existing file
         self._fd = fd
 
@@ -101,13 +97,11 @@ class FileUpload:
             except FileExistsError:
                 return os.open(self.path, flags), False
         except OSError as exc:
-            if exc.errno in NO_SPACE:
-                raise TransferError(507, f"not enough inodes available: {exc}") from None
             if exc.errno == errno.ENXIO:  # a FIFO without a reader
                 raise TransferError(400, _not_regular(self.path, stat.S_IFIFO)) from None
             if exc.errno == errno.ENOENT:  # a dangling symlink: nothing to create through it
                 raise TransferError(400, f"path is a symlink to nothing: {self.path}") from None
-            raise TransferError(500, f"error opening file: {exc}") from None
+            raise os_failure(exc, "error opening file", no_space="not enough inodes available") from None
 
     def _check_target(self) -> None:
         """A directory or special file there is the client's mistake: say so clearly."""
@@ -141,9 +135,9 @@ class FileUpload:
         try:
             replace_metadata(self._fd, metadata)
         except OSError as exc:
-            if exc.errno in NO_SPACE:
-                raise TransferError(507, f"not enough space for file metadata: {exc}") from None
-            raise TransferError(500, f"error setting file metadata: {exc}") from None
+            raise os_failure(
+                exc, "error setting file metadata", no_space="not enough space for file metadata"
+            ) from None
         stored = read_metadata(self._fd)
         self._close()
         entry: dict[str, Any] = {
@@ -171,9 +165,7 @@ class FileUpload:
             else:
                 await run_blocking(_write_all, self._fd, data)
         except OSError as exc:
-            if exc.errno in NO_SPACE:
-                raise TransferError(507, "not enough disk space available") from None
-            raise TransferError(500, f"error writing file: {exc}") from None
+            raise os_failure(exc, "error writing file") from None
 
     def _close(self) -> None:
         fd, self._fd = self._fd, None
@@ -254,9 +246,6 @@ async def receive_multipart(
         raise BodyError(400, f"error parsing multipart request: {exc}") from None
     return written
 
-
-class BodyError(TransferError):
-    """The request body itself is broken; the connection cannot be reused."""
 
 def check_content_encoding(request: web.Request) -> None:
     """aiohttp already gunzips the body; only refuse what upstream refuses."""
