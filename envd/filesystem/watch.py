@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
+from envd.blocking import run_blocking
 from envd.filesystem.entry import build_entry, printable
 from envd.filesystem.inotify import InotifyPool, Mask, RawEvent, SharedInotify
 from envd.proto.filesystem_pb2 import EventType, FilesystemEvent
@@ -110,6 +111,7 @@ class DirWatcher:
         self._root_wd = -1
         self._moves: OrderedDict[int, str] = OrderedDict()  # cookie → old dir path
         self._held: list[RawEvent] | None = None  # events waiting for a walk to finish
+        self._walk: asyncio.Task[_Stack] | None = None  # a big walk finishing in a thread
 
     async def start(self) -> None:
         """Watch the root (and its subdirectories); raises OSError if the root fails."""
@@ -119,12 +121,7 @@ class DirWatcher:
             self._root_wd = self._inotify.add(self, self.root, WATCH_MASK)
             self._dirs[self._root_wd] = self.root
             if self.recursive:
-                walk = asyncio.get_running_loop().run_in_executor(None, self._walk_root)
-                try:
-                    await asyncio.shield(walk)
-                except asyncio.CancelledError:
-                    await asyncio.wait([walk])  # let the thread see the watcher closed
-                    raise
+                await run_blocking(self._walk_root)
             if self._inotify is None:
                 raise OSError(f"watcher of {self.root} closed while starting")
         except BaseException:
@@ -140,6 +137,8 @@ class DirWatcher:
         inotify.leave(self)
         self._dirs.clear()
         self._held = None
+        if self._walk is not None:
+            self._walk.cancel()  # its thread sees the watcher closed and stops at the next directory
 
     def drain(self) -> None:
         """Deliver everything the kernel has queued, without blocking."""
@@ -217,11 +216,14 @@ class DirWatcher:
         """Finish a big walk off the loop; hold kernel events until it is done."""
         self._held = []
         found: list[FilesystemEvent] = []
-        walk = asyncio.get_running_loop().run_in_executor(None, self._walk_tree, stack, found.append, None)
-        walk.add_done_callback(lambda done: self._walk_done(done, found))
+        self._walk = asyncio.get_running_loop().create_task(
+            run_blocking(self._walk_tree, stack, found.append, None), name=f"watch walk of {self.root}"
+        )
+        self._walk.add_done_callback(lambda done: self._walk_done(done, found))
 
-    def _walk_done(self, walk: asyncio.Future[_Stack], found: list[FilesystemEvent]) -> None:
-        if self._inotify is None:
+    def _walk_done(self, walk: asyncio.Task[_Stack], found: list[FilesystemEvent]) -> None:
+        self._walk = None
+        if self._inotify is None or walk.cancelled():
             return
         if walk.exception() is not None:
             log.error("watch of %s: walk failed", self.root, exc_info=walk.exception())
