@@ -1,4 +1,4 @@
-"""Context registry, kernel lifecycle, spare kernels and the per-context watchdog.
+"""Context registry, kernel lifecycle and spare kernels.
 
 A context is a stable id + language + cwd in front of a replaceable `Kernel`.
 Explicit restarts, automatic restarts after a crash and "the kernel ignored the
@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
-import sys
-import tempfile
-import time
 import uuid
-from typing import Callable, Optional
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from jupyter_client.kernelspec import NoSuchKernel
 
@@ -27,40 +23,38 @@ from . import languages
 from .errors import ContextError
 from .execution import Execution, consume
 from .kernel import CLOSED, DEAD, Kernel, KernelStartError
+from .runtime import RuntimeDir, kernel_environment
+from .watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
-WATCHDOG_INTERVAL = 1.0
-RESTART_WINDOW = 10.0  # a kernel dying this soon after starting counts as a failed restart
-MAX_FAST_RESTARTS = 5
 CWD_TIMEOUT = 30.0
 CLEANUP_TIMEOUT = 30.0
-
-# Variables of the daemon that must not leak into user kernels.
-_PRIVATE_ENV_PREFIXES = ("ENVD_", "E2B_ACCESS_TOKEN")
-_DROPPED_ENV = ("MPLBACKEND", "JPY_PARENT_PID", "JPY_SESSION_NAME")
+# Languages that keep a pre-started kernel ready (see `Registry._refill_spare`).
+SPARE_LANGUAGES = (languages.PYTHON,)
 
 
 class Context:
-    """One kernel-backed execution context (docs/code-interpreter-api.md §4.1)."""
+    """One kernel-backed execution context (docs/code-interpreter-api.md §4.1).
 
-    def __init__(self, registry: "Registry", language: str, cwd: str) -> None:
+    It is the `ExecutionHost` of its executions and the `Watched` of its watchdog.
+    """
+
+    def __init__(self, registry: Registry, language: str, cwd: str) -> None:
         self.id = str(uuid.uuid4())
         self.language = language
         self.cwd = cwd
         self.lock = asyncio.Lock()
-        self.kernel: Optional[Kernel] = None
+        self.kernel: Kernel | None = None
         self.deleted = False
         self.dead = False
         self._registry = registry
         self._ready = asyncio.Event()
         self._replace_lock = asyncio.Lock()
-        self._globals_applied_for: Optional[Kernel] = None
-        self._cleanup: Optional[asyncio.Task] = None
+        self._globals_applied_for: Kernel | None = None
+        self._cleanup: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
-        self._watchdog: Optional[asyncio.Task] = None
-        self._started_at = 0.0
-        self._fast_restarts = 0
+        self._watchdog = Watchdog(self)
 
     def describe(self) -> dict[str, str]:
         return {"id": self.id, "language": self.language, "cwd": self.cwd}
@@ -98,10 +92,8 @@ class Context:
             await kernel.shutdown(now=True)
             raise
         self.kernel = kernel
-        self._started_at = time.monotonic()
         self._ready.set()
-        if self._watchdog is None:
-            self._watchdog = asyncio.create_task(self._watch(), name=f"watchdog:{self.id}")
+        self._watchdog.kernel_attached()
 
     async def _apply_cwd(self, kernel: Kernel) -> None:
         code = languages.cwd_code(self.language, self.cwd)
@@ -117,7 +109,7 @@ class Context:
         if outcome is None or outcome.event is not None or outcome.error is not None:
             raise ContextError("Failed to set working directory")
 
-    async def replace_kernel(self, old: Optional[Kernel], reason: str, now: Optional[bool] = None) -> None:
+    async def replace_kernel(self, old: Kernel | None, reason: str, now: bool | None = None) -> None:
         """Swap `old` for a fresh kernel (no-op if it was already replaced).
 
         `now`: kill the old kernel instead of asking it to shut down (default: only
@@ -153,6 +145,17 @@ class Context:
                 if old is not None:
                     self.track(asyncio.create_task(old.shutdown(now=now)))
 
+    @property
+    def replacing(self) -> bool:
+        return self._replace_lock.locked()
+
+    def abandon(self, kernel: Kernel) -> None:
+        """The kernel keeps dying: fail its requests and mark the context dead (no kernel)."""
+        kernel.fail_all(DEAD)
+        self.dead = True
+        self.kernel = None
+        self.track(asyncio.create_task(kernel.shutdown(now=True)))
+
     async def restart(self) -> None:
         """Explicit restart (docs/code-interpreter-api.md §2.6): in-flight run ends with UnexpectedEndOfExecution."""
         self.dead = False
@@ -162,14 +165,13 @@ class Context:
         """Delete/stop: fail in-flight work, stop the watchdog, shut the kernel down."""
         self.deleted = True
         self._ready.set()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        self._watchdog.stop()
         self._cancel_cleanup()
         kernel, self.kernel = self.kernel, None
         if kernel is not None:
             await kernel.shutdown(now=now)
 
-    async def kernel_for_execution(self) -> Optional[Kernel]:
+    async def kernel_for_execution(self) -> Kernel | None:
         """The kernel to run on, after any restart in progress; None if deleted/dead."""
         while True:
             await self._ready.wait()
@@ -211,7 +213,7 @@ class Context:
         self._cleanup = asyncio.create_task(self._run_cleanup(kernel, code, previous))
         self.track(self._cleanup)
 
-    async def _run_cleanup(self, kernel: Kernel, code: str, previous: Optional[asyncio.Task]) -> None:
+    async def _run_cleanup(self, kernel: Kernel, code: str, previous: asyncio.Task | None) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
         request = kernel.submit(code, silent=True)
@@ -236,60 +238,52 @@ class Context:
             self._cleanup.cancel()
             self._cleanup = None
 
-    # ------------------------------------------------------------ watchdog
-
-    async def _watch(self) -> None:
-        """Detect kernel death (crash, os._exit, OOM) and restart like Jupyter's restarter."""
-        while not self.deleted:
-            await asyncio.sleep(WATCHDOG_INTERVAL)
-            kernel = self.kernel
-            if kernel is None or kernel.closed or self._replace_lock.locked():
-                continue
-            if await kernel.is_alive() or kernel is not self.kernel or kernel.closed:
-                continue
-            await self._on_death(kernel)
-
-    async def _on_death(self, kernel: Kernel) -> None:
-        lived = time.monotonic() - self._started_at
-        self._fast_restarts = self._fast_restarts + 1 if lived < RESTART_WINDOW else 1
-        log.warning("context %s: kernel died after %.1fs, restarting", self.id, lived)
-        if self._fast_restarts > MAX_FAST_RESTARTS:
-            log.error("context %s: kernel keeps dying, marking dead", self.id)
-            kernel.fail_all(DEAD)
-            self.dead = True
-            self.kernel = None
-            self.track(asyncio.create_task(kernel.shutdown(now=True)))
-            return
-        try:
-            await self.replace_kernel(kernel, DEAD)
-        except Exception:
-            pass  # logged in replace_kernel; context is marked dead
-
 
 class Registry:
     """All contexts in creation order, language defaults and the spare-kernel pool."""
 
-    def __init__(
-        self,
-        default_cwd: str,
-        global_envs: Callable[[], dict[str, str]],
-        spare_languages: tuple[str, ...] = (languages.PYTHON,),
-    ) -> None:
+    def __init__(self, default_cwd: str, global_envs: Callable[[], dict[str, str]]) -> None:
+        """No side effects: the runtime directory and JUPYTER_PATH wait for `open`."""
         self.default_cwd = default_cwd
         self._global_envs = global_envs
         self.contexts: dict[str, Context] = {}
         self._defaults: dict[str, str] = {}
         self._language_locks: dict[str, asyncio.Lock] = {}
-        self._spares: dict[str, asyncio.Task] = {}
-        self._spare_languages = set(spare_languages)
-        self._creations: set[asyncio.Task] = set()  # context creations, cancelled at stop
-        self._spare_shutdowns: set[asyncio.Task] = set()  # dead spares going away, awaited at stop
+        self._spares: dict[str, asyncio.Task[Kernel]] = {}
+        self._creations: set[asyncio.Task[Context]] = set()  # context creations, cancelled at stop
+        self._spare_shutdowns: set[asyncio.Task[None]] = set()  # dead spares going away, awaited at stop
         self._live: set[Kernel] = set()
-        self.runtime = RuntimeDir()
-        languages.provide_package_kernels(self.runtime.path)
-        self._env = kernel_environment(self.runtime)
-        self._specs = languages.installed_kernel_specs()
+        self._runtime: RuntimeDir | None = None
+        self._env: dict[str, str] = {}
+        self._specs: dict[str, str] = {}
         self.stopping = False
+
+    def open(self) -> None:
+        """Prepare what kernels run with; blocking (disk, kernel-spec discovery), so run it in a thread.
+
+        Creates the runtime directory (matplotlibrc, kernels.log), writes kernel
+        specs for pip-installed kernel packages and puts them on JUPYTER_PATH in
+        `os.environ` (where jupyter_client looks), then takes the kernels'
+        environment and reads the installed kernel specs. Call it once, before
+        `start`; `close` undoes the directory.
+        """
+        if self._runtime is not None:
+            return
+        runtime = RuntimeDir()
+        try:
+            languages.provide_package_kernels(runtime.path)
+            self._env = kernel_environment(runtime)
+            self._specs = languages.installed_kernel_specs()
+        except BaseException:
+            runtime.close()
+            raise
+        self._runtime = runtime
+
+    def close(self) -> None:
+        """Remove the runtime directory; after `stop` and `kill_all`, as kernels write their log there."""
+        runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            runtime.close()
 
     def global_env(self) -> dict[str, str]:
         try:
@@ -316,10 +310,10 @@ class Registry:
 
     async def _start_kernel(self, language: str) -> Kernel:
         spec = self._spec_for(language)
+        if self._runtime is None:
+            raise RuntimeError("Registry.open() must come before starting kernels")
         try:
-            kernel = Kernel(
-                spec, language, self._env, self.default_cwd, output=self.runtime.log_file, live=self._live
-            )
+            kernel = Kernel(spec, language, self._env, self.default_cwd, output=self._runtime.log_file, live=self._live)
             return await kernel.start()
         except KernelStartError as exc:
             raise ContextError(f"Failed to create context: {exc}") from exc
@@ -331,7 +325,7 @@ class Registry:
         """
         self._spec_for(language)
         spare = self._spares.pop(language, None)
-        kernel: Optional[Kernel] = None
+        kernel: Kernel | None = None
         if spare is not None:
             try:
                 kernel = await asyncio.shield(spare)
@@ -351,7 +345,7 @@ class Registry:
         Other languages start on demand: a spare Deno kernel alone costs ~210 MB,
         too much to hold idle in every sandbox.
         """
-        if self.stopping or language in self._spares or language not in self._spare_languages:
+        if self.stopping or language in self._spares or language not in SPARE_LANGUAGES:
             return
         task = asyncio.create_task(self._start_kernel(language))
         task.add_done_callback(_log_spare_failure)
@@ -369,7 +363,7 @@ class Registry:
         """Create and register a context; runs to completion even if the caller is cancelled."""
         return await self._shielded(self._create(language, cwd))
 
-    async def _shielded(self, work) -> Context:
+    async def _shielded(self, work: Coroutine[Any, Any, Context]) -> Context:
         """Run `work` in a task of its own: a cancelled caller does not stop it (docs/code-interpreter-api.md §2.3)."""
         task = asyncio.create_task(work)
         self._creations.add(task)
@@ -411,7 +405,7 @@ class Registry:
                 self._defaults[language] = context.id
             return context
 
-    def get(self, context_id: str) -> Optional[Context]:
+    def get(self, context_id: str) -> Context | None:
         if context_id == "default":  # upstream quirk kept, docs/differences.md §6.3 item 8
             default = self._defaults.get(languages.PYTHON)
             return self.contexts.get(default) if default else None
@@ -427,14 +421,14 @@ class Registry:
     # ------------------------------------------------------------ start/stop
 
     async def start(self, extra_defaults: tuple[str, ...]) -> None:
-        """Python default (fatal on failure), then optional defaults, then spares."""
+        """After `open`: Python default (fatal on failure), then optional defaults, then spares."""
         await self.default_for(languages.PYTHON)
         for language in extra_defaults:
             try:
                 await self.default_for(language)
             except ContextError as exc:
                 log.warning("default %s context not created: %s", language, exc)
-        for language in self._spare_languages:
+        for language in SPARE_LANGUAGES:
             self._refill_spare(language)
 
     def kill_all(self) -> None:
@@ -451,8 +445,8 @@ class Registry:
         kills too, and the caller's time budget bounds the wait.
         """
         self.stopping = True
-        for task in self._creations:
-            task.cancel()
+        for creation in self._creations:
+            creation.cancel()
         spares = list(self._spares.values())
         self._spares.clear()
         for task in spares:
@@ -476,69 +470,3 @@ def _log_spare_failure(task: asyncio.Task) -> None:
     """Retrieve a failed spare's exception (no "never retrieved" noise); obtain retries."""
     if not task.cancelled() and task.exception() is not None:
         log.warning("spare kernel failed to start: %s", task.exception())
-
-
-class RuntimeDir:
-    """Per-daemon scratch directory: the kernels' matplotlibrc and their output log.
-
-    Kernel stdout/stderr (ipykernel's own warnings and internal tracebacks, e.g.
-    when a kernel is shut down mid-request) go to `kernels.log` here, not into
-    the daemon's log, where they would look like daemon failures.
-    """
-
-    def __init__(self) -> None:
-        base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-        self.path = tempfile.mkdtemp(prefix=f"envd-kernels-{os.getpid()}-", dir=base)
-        self.log_path = os.path.join(self.path, "kernels.log")
-        self.log_file = open(self.log_path, "ab", buffering=0)
-        self.matplotlibrc_dir = _write_matplotlibrc(self.path)
-
-    def close(self) -> None:
-        self.log_file.close()
-        shutil.rmtree(self.path, ignore_errors=True)
-
-
-def kernel_environment(runtime: RuntimeDir) -> dict[str, str]:
-    """Kernel process environment: daemon env minus private vars, plus MATPLOTLIBRC.
-
-    docs/code-interpreter-api.md §5.4.
-
-    The kernels' interpreter directory comes first on PATH, so `!pip install`
-    installs where the kernel imports from, whatever PATH the daemon had.
-    """
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in _DROPPED_ENV and not key.startswith(_PRIVATE_ENV_PREFIXES)
-    }
-    interpreter_dir = os.path.dirname(sys.executable)
-    rest = [d for d in env.get("PATH", os.defpath).split(os.pathsep) if d and d != interpreter_dir]
-    env["PATH"] = os.pathsep.join([interpreter_dir, *rest])
-    if runtime.matplotlibrc_dir:
-        env["MATPLOTLIBRC"] = runtime.matplotlibrc_dir
-    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    return env
-
-
-_CJK_FONT_FILES = (
-    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
-    "/usr/share/fonts/opentype/noto/NotoSansCJKjp-Regular.otf",
-)
-
-
-def _write_matplotlibrc(directory: str) -> Optional[str]:
-    """Write the kernels' matplotlibrc; the CJK fallback only if that font is installed.
-
-    Naming a missing font makes matplotlib log "findfont" warnings on stderr,
-    which would end up in users' executions.
-    """
-    families = ["sans-serif"]
-    if any(os.path.exists(path) for path in _CJK_FONT_FILES):
-        families.append("Noto Sans CJK JP")
-    try:
-        with open(os.path.join(directory, "matplotlibrc"), "w", encoding="utf-8") as fh:
-            fh.write(f"font.family: {', '.join(families)}\n")
-    except OSError:
-        log.warning("could not write matplotlibrc", exc_info=True)
-        return None
-    return directory

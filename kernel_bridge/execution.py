@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Optional
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from . import languages, messages
 from .kernel import CLOSED, DEAD, GONE, Kernel, KernelRequest
 from .messages import Line
 from .spool import OutputSpool
-
-if TYPE_CHECKING:
-    from .contexts import Context
 
 log = logging.getLogger(__name__)
 
@@ -29,29 +27,75 @@ DRAIN_TIMEOUT = 10.0  # how long an interrupted request may take to wind down (d
 TRUNCATION_NOTICE = "\n[output truncated: this execution exceeded {limit} bytes of stdout/stderr]\n"
 
 
+class ExecutionHost(Protocol):
+    """What an execution needs from the context it runs in; `contexts.Context` provides it.
+
+    Contexts create executions, so this module depends on this interface and
+    not on contexts.py (no import back, not even for type checking), much as
+    jupyter_client's kernel client never imports its kernel manager.
+    """
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def language(self) -> str: ...
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held for a whole run: one execution per context at a time."""
+        ...
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Keep the job task alive (the HTTP handler does not own it)."""
+        ...
+
+    async def kernel_for_execution(self) -> Kernel | None:
+        """The kernel to run on, after any restart in progress; None if the context is gone."""
+        ...
+
+    async def await_cleanup(self) -> None:
+        """Wait for the previous run's env clean-up."""
+        ...
+
+    def schedule_cleanup(self, kernel: Kernel, keys: list[str]) -> None:
+        """Restore this run's env vars in the background."""
+        ...
+
+    def pending_global_env(self, kernel: Kernel) -> dict[str, str]:
+        """Global env vars still to inject into `kernel`."""
+        ...
+
+    def mark_global_env_applied(self, kernel: Kernel) -> None: ...
+
+    async def replace_kernel(self, old: Kernel | None, reason: str, now: bool | None = None) -> None:
+        """Swap a kernel that cannot be stopped for a fresh one."""
+        ...
+
+
+OnLine = Callable[[Line], None]
+
+
 class RequestOutcome:
     """How a kernel request ended: normally, with a kernel error, or by an event."""
 
     def __init__(self) -> None:
-        self.error: Optional[Line] = None  # first kernel error (IOPub or reply)
-        self.event: Optional[str] = None  # DEAD / CLOSED / GONE, if that ended it
+        self.error: Line | None = None  # first kernel error (IOPub or reply)
+        self.event: str | None = None  # DEAD / CLOSED / GONE, if that ended it
         self.aborted = False
 
 
 class Execution:
     """A single execution: state shared by the job and the HTTP relay."""
 
-    def __init__(
-        self, context: "Context", code: str, env_vars: dict[str, str], max_output_bytes: int
-    ) -> None:
+    def __init__(self, context: ExecutionHost, code: str, env_vars: dict[str, str], max_output_bytes: int) -> None:
         self.context = context
         self.code = code
         self.env_vars = env_vars
         self.lines = OutputSpool()
         self.client_gone = False
-        self.task: Optional[asyncio.Task] = None
         self._gone_event = asyncio.Event()
-        self._active: Optional[KernelRequest] = None
+        self._active: KernelRequest | None = None
         self._max_output = max_output_bytes
         self._output_bytes = 0
         self._truncated = False
@@ -60,8 +104,7 @@ class Execution:
     # ------------------------------------------------------------ relay side
 
     def start(self) -> None:
-        self.task = asyncio.create_task(self._run(), name=f"execution:{self.context.id}")
-        self.context.track(self.task)
+        self.context.track(asyncio.create_task(self._run(), name=f"execution:{self.context.id}"))
 
     def notify_client_gone(self) -> None:
         """Called by the handler on cancellation or write failure; the job winds down."""
@@ -113,7 +156,7 @@ class Execution:
         ctx = self.context
         if not await self._acquire(ctx.lock):
             return  # client left while queued: nothing was sent (docs/code-interpreter-api.md §4.10 step 1)
-        kernel: Optional[Kernel] = None
+        kernel: Kernel | None = None
         try:
             kernel = await ctx.kernel_for_execution()
             if kernel is None:
@@ -154,7 +197,7 @@ class Execution:
         lock.release()  # acquired in the same tick as it was cancelled
         return False
 
-    async def _setup(self, ctx: "Context", kernel: Kernel) -> bool:
+    async def _setup(self, ctx: ExecutionHost, kernel: Kernel) -> bool:
         """Silent requests for global (first run after start) and per-execution env vars."""
         global_env = ctx.pending_global_env(kernel)
         if global_env:
@@ -201,7 +244,7 @@ class Execution:
 
     async def _send_and_wait(
         self, kernel: Kernel, code: str, silent: bool
-    ) -> Optional[RequestOutcome]:
+    ) -> RequestOutcome | None:
         """Send one request and consume its messages until idle+reply (or an event)."""
         if self.client_gone:
             return None
@@ -260,7 +303,7 @@ class Execution:
             await self.context.replace_kernel(kernel, reason=CLOSED, now=True)
 
 
-async def consume(request: KernelRequest, on_line: Any) -> RequestOutcome:
+async def consume(request: KernelRequest, on_line: OnLine | None) -> RequestOutcome:
     """Read a request's messages until both `idle` and `execute_reply` arrived (docs/code-interpreter-api.md §4.8).
 
     `on_line` receives mapped lines (None for silent/draining requests). Events
@@ -268,6 +311,7 @@ async def consume(request: KernelRequest, on_line: Any) -> RequestOutcome:
     """
     outcome = RequestOutcome()
     idle = replied = False
+    timeout: float | None
     while True:
         if idle and replied:
             if not request.settle:
@@ -302,7 +346,7 @@ async def consume(request: KernelRequest, on_line: Any) -> RequestOutcome:
     return outcome
 
 
-def _on_reply(content: dict[str, Any], outcome: RequestOutcome, on_line: Any) -> None:
+def _on_reply(content: dict[str, Any], outcome: RequestOutcome, on_line: OnLine | None) -> None:
     status = content.get("status")
     if status == "error" and outcome.error is None:
         outcome.error = messages.kernel_error(content)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Generic, Iterator, Optional, TypeVar
+from collections.abc import Iterator
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -20,7 +21,7 @@ class Inbox(Generic[T]):
 
     def __init__(self) -> None:
         self._items: deque[T] = deque()
-        self._waiter: Optional[asyncio.Future] = None
+        self._waiter: asyncio.Future | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -33,7 +34,7 @@ class Inbox(Generic[T]):
     def __iter__(self) -> Iterator[T]:
         return iter(self._items)
 
-    async def wait(self, timeout: Optional[float] = None, more_than: int = 0) -> bool:
+    async def wait(self, timeout: float | None = None, more_than: int = 0) -> bool:
         """True once more than `more_than` items wait; False if `timeout` seconds pass first.
 
         `more_than` may be at most the number waiting now (one more put suffices).

@@ -22,7 +22,7 @@ import os
 import signal
 import uuid
 from dataclasses import dataclass, field
-from typing import IO, Any, Optional
+from typing import IO, Any, cast
 
 import zmq
 from jupyter_client.manager import AsyncKernelManager
@@ -82,8 +82,8 @@ class Kernel:
         language: str,
         env: dict[str, str],
         launch_cwd: str,
-        output: Optional[IO[bytes]] = None,
-        live: Optional[set] = None,
+        output: IO[bytes] | None = None,
+        live: set | None = None,
     ) -> None:
         self.spec_name = spec_name
         self.language = language
@@ -93,18 +93,18 @@ class Kernel:
         self._launch_cwd = launch_cwd
         self._output = output  # where the kernel process's own stdout/stderr go
         self._live = live if live is not None else set()  # owner's set of launched kernels
-        self.km: Optional[AsyncKernelManager] = None
+        self.km: AsyncKernelManager | None = None
         self.kc: Any = None
         self._requests: dict[str, KernelRequest] = {}
-        self._shell: Optional[zmq.Socket] = None  # plain sockets once the kernel is ready
+        self._shell: zmq.Socket[bytes] | None = None  # plain sockets once the kernel is ready
         self._reader_fds: list[int] = []
         self.closed = False
-        self.failed_reason: Optional[str] = None  # DEAD/CLOSED once the kernel is unusable
+        self.failed_reason: str | None = None  # DEAD/CLOSED once the kernel is unusable
         self.interruptible = True  # False: stopping a run means replacing the kernel
 
     # ------------------------------------------------------------ lifecycle
 
-    async def start(self) -> "Kernel":
+    async def start(self) -> Kernel:
         """Launch the process and wait until it answers kernel_info (IOPub subscribed)."""
         self._live.add(self)  # before launching, so a cancelled start can still be killed
         try:
@@ -195,7 +195,7 @@ class Kernel:
             pass
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         try:
             return self.km.provisioner.process.pid  # type: ignore[union-attr]
         except AttributeError:
@@ -245,10 +245,10 @@ class Kernel:
 
     # ------------------------------------------------------------ routing
 
-    def _read(self, channel_socket: Any, channel: str) -> zmq.Socket:
+    def _read(self, channel_socket: Any, channel: str) -> zmq.Socket[bytes]:
         """Take the socket's fd over from pyzmq's asyncio layer; returns a plain socket on it."""
-        socket = zmq.Socket.shadow(channel_socket.underlying)
-        fd = socket.getsockopt(zmq.FD)
+        socket: zmq.Socket[bytes] = zmq.Socket.shadow(channel_socket.underlying)
+        fd = socket.fileno()  # ZMQ_FD
         loop = asyncio.get_running_loop()
         loop.remove_reader(fd)
         loop.add_reader(fd, self._drain, socket, channel)
@@ -256,7 +256,7 @@ class Kernel:
         loop.call_soon(self._drain, socket, channel)  # whatever is queued already
         return socket
 
-    def _drain(self, socket: zmq.Socket, channel: str) -> None:
+    def _drain(self, socket: zmq.Socket[bytes], channel: str) -> None:
         """Dispatch what the socket holds, by parent msg_id; unknown parents are dropped.
 
         docs/code-interpreter-api.md §4.8.
@@ -270,7 +270,8 @@ class Kernel:
         taken = 0
         for _ in range(DRAIN_BATCH):
             try:
-                if not socket.get(_EVENTS) & _POLLIN:
+                # pyzmq types every option's value as `int | bytes`; ZMQ_EVENTS is an int.
+                if not socket.get(_EVENTS) & _POLLIN:  # type: ignore[operator]
                     return
                 frames = socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -303,7 +304,8 @@ def receive_message(session: Session, frames: list[bytes]) -> dict[str, Any]:
     date into a datetime and adapts old protocol versions; none of that is
     needed here, and it was a fifth of the daemon's CPU per execution.
     """
-    _, parts = session.feed_identities(frames)
+    # feed_identities is typed for Frame lists too; given bytes (copy=True) it returns bytes.
+    parts = cast("list[bytes]", session.feed_identities(frames)[1])
     if session.auth is not None and not hmac.compare_digest(parts[0], session.sign(parts[1:5])):
         raise ValueError("invalid message signature")
     header, parent, metadata, content = (session.unpack(part) for part in parts[1:5])

@@ -1,6 +1,7 @@
 """Language names, kernel specs and the per-language code snippets the daemon injects.
 
-Everything here is pure (no I/O except kernel-spec discovery) so the rules of
+Everything here is pure (no I/O except kernel-spec discovery and `provide_package_kernels`,
+which `Registry.open` calls) so the rules of
 docs/code-interpreter-api.md §4.2.1, §4.2.2, §4.4 and §4.5.3 can be
 unit-tested in isolation. Values are always encoded as proper literals of the
 target language: upstream interpolated raw text, which broke on quotes and
@@ -16,7 +17,7 @@ import re
 import shutil
 import sys
 import warnings
-from typing import Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
 
 # jupyter_client is imported where specs are read, not here: the HTTP layer
 # uses this module while the daemon starts, before any kernel is needed.
@@ -43,7 +44,7 @@ _SPEC_CANDIDATES: dict[str, tuple[str, ...]] = {
 _SHELL_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def normalise(language: Optional[str]) -> str:
+def normalise(language: str | None) -> str:
     """docs/code-interpreter-api.md §4.2.1: empty -> python, lower-case/trim, only `js`/`ts` are aliases."""
     if not language:
         return PYTHON
@@ -109,7 +110,7 @@ def installed_kernel_specs() -> dict[str, str]:
     return found
 
 
-def resolve_kernel_spec(language: str, installed: Optional[Mapping[str, str]] = None) -> str:
+def resolve_kernel_spec(language: str, installed: Mapping[str, str] | None = None) -> str:
     """Pick the kernel spec for a normalised language.
 
     Raises NoSuchKernel with the upstream-like message when nothing fits, so the
@@ -139,13 +140,12 @@ def unavailable_message(language: str, installed: Iterable[str]) -> str:
     )
 
 
-def installed_languages(installed: Optional[Mapping[str, str]] = None) -> list[str]:
-    """Languages of docs/code-interpreter-api.md §4.2.2 that have a kernel here (for error messages and tests)."""
-    specs = installed if installed is not None else installed_kernel_specs()
+def installed_languages(installed: Mapping[str, str]) -> list[str]:
+    """Languages of docs/code-interpreter-api.md §4.2.2 that have a kernel among the `installed` specs."""
     return [
         lang
         for lang in (PYTHON, JAVASCRIPT, TYPESCRIPT, R, JAVA, BASH)
-        if any(name in specs for name in _SPEC_CANDIDATES.get(lang, (lang,)))
+        if any(name in installed for name in _SPEC_CANDIDATES.get(lang, (lang,)))
     ]
 
 
@@ -202,7 +202,7 @@ def sh_literal(value: str) -> str:
 # ---------------------------------------------------------------- snippets
 
 
-def cwd_code(language: str, path: str) -> Optional[str]:
+def cwd_code(language: str, path: str) -> str | None:
     """docs/code-interpreter-api.md §4.4: code that makes the kernel use `path` as working directory."""
     if language == PYTHON:
         # Like upstream's `%cd <P>` (a missing directory is reported, not raised, so the
@@ -226,14 +226,13 @@ def cwd_code(language: str, path: str) -> Optional[str]:
     return None
 
 
-def env_set_code(language: str, env: Mapping[str, str]) -> Optional[str]:
+def env_set_code(language: str, env: Mapping[str, str]) -> str | None:
     """docs/code-interpreter-api.md §4.5.3: assignments for every pair, joined by newlines; None if nothing to do."""
-    lines = [_set_one(language, k, v) for k, v in env.items()]
-    lines = [line for line in lines if line]
+    lines = [line for k, v in env.items() if (line := _set_one(language, k, v))]
     return "\n".join(lines) or None
 
 
-def env_override_code(language: str, env: Mapping[str, str]) -> Optional[str]:
+def env_override_code(language: str, env: Mapping[str, str]) -> str | None:
     """Per-execution vars: remember each one's value in the kernel, then set it.
 
     `env_restore_code` puts back exactly what was there before the run (or
@@ -247,7 +246,7 @@ def env_override_code(language: str, env: Mapping[str, str]) -> Optional[str]:
     return f"{_save(language, keys)}\n{sets}"
 
 
-def env_restore_code(language: str, keys: Iterable[str]) -> Optional[str]:
+def env_restore_code(language: str, keys: Iterable[str]) -> str | None:
     """Undo `env_override_code` for `keys` (docs/code-interpreter-api.md §4.5.4, restoring the previous value)."""
     keys = [k for k in keys if _set_one(language, k, "") is not None]
     if not keys:
@@ -303,7 +302,7 @@ def _save(language: str, keys: list[str]) -> str:
     return "\n".join(f"__envd_saved_{k}=$(declare -p {k} 2>/dev/null)" for k in keys)
 
 
-def _set_one(language: str, key: str, value: str) -> Optional[str]:
+def _set_one(language: str, key: str, value: str) -> str | None:
     if language == PYTHON:
         return f"import os; os.environ[{py_literal(key)}] = {py_literal(value)}"
     if language in (JAVASCRIPT, TYPESCRIPT):
@@ -316,20 +315,4 @@ def _set_one(language: str, key: str, value: str) -> Optional[str]:
         if not _SHELL_IDENTIFIER.match(key):
             return None
         return f"export {key}={sh_literal(value)}"
-    return None
-
-
-def _unset_one(language: str, key: str) -> Optional[str]:
-    if language == PYTHON:
-        return f"import os; os.environ.pop({py_literal(key)}, None)"
-    if language in (JAVASCRIPT, TYPESCRIPT):
-        return f"delete process.env[{js_literal(key)}]"
-    if language == R:
-        return f"Sys.unsetenv({r_literal(key)})"
-    if language == JAVA:
-        return f"System.clearProperty({java_literal(key)});"
-    if language == BASH:
-        if not _SHELL_IDENTIFIER.match(key):
-            return None
-        return f"unset {key}"
     return None

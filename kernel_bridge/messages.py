@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-from typing import Any, Optional
+from typing import Any
 
 Line = dict[str, Any]
 
@@ -159,7 +159,7 @@ def kernel_error(content: dict[str, Any]) -> Line:
     return error_line(content.get("ename"), content.get("evalue"), content.get("traceback") or "")
 
 
-def map_iopub(msg: dict[str, Any]) -> Optional[Line]:
+def map_iopub(msg: dict[str, Any]) -> Line | None:
     """IOPub message of a user request -> line, or None when it maps to nothing.
 
     `error` is mapped here too; the caller enforces "first error only".

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -40,8 +41,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class _HeadersWithBody(web.StreamResponse):
     """A streamed response whose headers go out with the first body write.
 
-    aiohttp buffers headers this way for its non-streamed `Response` only;
-    used when that first write follows at once.
+    Used when that first write follows at once. aiohttp has no public switch
+    for it: since 3.12 (aio-libs/aiohttp#10991) `prepare` only buffers the
+    status line and headers, and it sends them at once unless the class
+    attribute `_send_headers_immediately` is false, as it is for the
+    non-streamed `web.Response`; the next `write`/`write_eof` then sends them
+    with its bytes. Checked in the source of aiohttp 3.12.0 to 3.14.3, the
+    installed 3.14.5 and the 4.0 development branch.
+
+    Should a version drop the attribute, this class is a plain StreamResponse
+    again: still correct, one more send per run. In aiohttp 3.9 to 3.11, which
+    pyproject.toml still allows, that is always the case, as headers were
+    written at `prepare` then. tests/kernel_bridge/test_headers_with_body.py
+    fails if the installed aiohttp stops holding the headers back.
     """
 
     _send_headers_immediately = False
@@ -101,7 +113,7 @@ async def _read_object(request: web.Request, lenient_empty: bool) -> dict[str, A
     return body
 
 
-def _string_field(body: dict[str, Any], key: str, required: bool, errors: list) -> Optional[str]:
+def _string_field(body: dict[str, Any], key: str, required: bool, errors: list) -> str | None:
     """Optional/required string field; collects a FastAPI-like error entry."""
     if key not in body:
         if required:
@@ -124,13 +136,23 @@ def _env_field(body: dict[str, Any], errors: list) -> dict[str, str]:
         return {}
     if not isinstance(value, dict):
         errors.append(
-            {"type": "dict_type", "loc": ["body", "env_vars"], "msg": "Input should be a valid dictionary", "input": value}
+            {
+                "type": "dict_type",
+                "loc": ["body", "env_vars"],
+                "msg": "Input should be a valid dictionary",
+                "input": value,
+            }
         )
         return {}
     for key, item in value.items():
         if not isinstance(item, str):
             errors.append(
-                {"type": "string_type", "loc": ["body", "env_vars", key], "msg": "Input should be a valid string", "input": item}
+                {
+                    "type": "string_type",
+                    "loc": ["body", "env_vars", key],
+                    "msg": "Input should be a valid string",
+                    "input": item,
+                }
             )
     return value
 
@@ -151,6 +173,7 @@ class CodeInterpreter:
         self._global_envs = global_envs
         self.max_output_bytes = max_output_bytes
         self._warmup: asyncio.Task[None] | None = None
+        self._registry_ready: asyncio.Future[Registry] | None = None  # set by `start`
         self._stopping = False
         self._relays = 0  # /execute responses being streamed right now
 
@@ -185,16 +208,16 @@ class CodeInterpreter:
         the kernels themselves cost a second or more, which `/health` and the
         envd API need not wait for. Handlers wait for the registry instead.
         """
-        self._registry_ready: asyncio.Future[Registry] = asyncio.get_running_loop().create_future()
-        self._warmup = asyncio.create_task(self._warm_up())
+        self._registry_ready = ready = asyncio.get_running_loop().create_future()
+        self._warmup = asyncio.create_task(self._warm_up(ready))
 
-    async def _warm_up(self) -> None:
+    async def _warm_up(self, ready: asyncio.Future[Registry]) -> None:
         try:
             registry = await asyncio.to_thread(_new_registry, self.default_cwd, self._global_envs)
         except BaseException as exc:
-            self._registry_ready.set_exception(exc)
+            ready.set_exception(exc)
             raise
-        self._registry_ready.set_result(registry)
+        ready.set_result(registry)
         extra = tuple(lang for lang in (languages.JAVASCRIPT,) if lang in registry.installed_languages())
         try:
             await registry.start(extra_defaults=extra)
@@ -204,27 +227,31 @@ class CodeInterpreter:
 
     async def _registry(self) -> Registry:
         """The context registry, once the background start has built it."""
+        if self._registry_ready is None:
+            raise RuntimeError("CodeInterpreter.start() has not been called")
         return await asyncio.shield(self._registry_ready)
 
     async def _defaults_created(self) -> None:
         """Wait for the start-up contexts, so listings right after start are complete."""
-        await asyncio.gather(asyncio.shield(self._warmup), return_exceptions=True)
+        if self._warmup is not None:
+            await asyncio.gather(asyncio.shield(self._warmup), return_exceptions=True)
 
     async def stop(self) -> None:
         self._stopping = True
-        self._warmup.cancel()
-        await asyncio.gather(self._warmup, return_exceptions=True)
-        if not self._registry_ready.done() or self._registry_ready.cancelled():
+        ready, warmup = self._registry_ready, self._warmup
+        if ready is None or warmup is None:
+            return  # never started
+        warmup.cancel()
+        await asyncio.gather(warmup, return_exceptions=True)
+        if not ready.done() or ready.cancelled() or ready.exception() is not None:
             return
-        if self._registry_ready.exception() is not None:
-            return
-        registry = self._registry_ready.result()
+        registry = ready.result()
         try:
             await asyncio.wait_for(registry.stop(), timeout=STOP_TIMEOUT)
         except asyncio.TimeoutError:
             log.warning("kernel shutdown exceeded %.1fs, killing the rest", STOP_TIMEOUT)
         registry.kill_all()
-        registry.runtime.close()
+        registry.close()
 
     # ------------------------------------------------------------ /execute
 
@@ -246,7 +273,7 @@ class CodeInterpreter:
         return await self._relay(request, execution)
 
     @staticmethod
-    def _parse_execute(body: dict[str, Any]) -> tuple[str, Optional[str], Optional[str], dict[str, str]]:
+    def _parse_execute(body: dict[str, Any]) -> tuple[str, str | None, str | None, dict[str, str]]:
         errors: list[dict[str, Any]] = []
         code = _string_field(body, "code", True, errors)
         context_id = _string_field(body, "context_id", False, errors)
@@ -257,7 +284,7 @@ class CodeInterpreter:
         assert code is not None
         return code, context_id, language, env_vars
 
-    async def _resolve_context(self, context_id: Optional[str], language: Optional[str]) -> Optional[Context]:
+    async def _resolve_context(self, context_id: str | None, language: str | None) -> Context | None:
         """docs/code-interpreter-api.md §2.2.2; lazily (re)creates language defaults, returns None for unknown ids."""
         registry = await self._registry()
         if language:
@@ -430,7 +457,9 @@ async def json_errors_middleware(request: web.Request, handler: Handler) -> web.
 
 
 def _new_registry(default_cwd: str, global_envs: Callable[[], dict[str, str]]) -> Registry:
-    """Import the Jupyter machinery and build the registry (blocking: run in a thread)."""
+    """Import the Jupyter machinery, build the registry and open it (blocking: run in a thread)."""
     from .contexts import Registry
 
-    return Registry(default_cwd, global_envs)
+    registry = Registry(default_cwd, global_envs)
+    registry.open()
+    return registry

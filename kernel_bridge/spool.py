@@ -17,7 +17,8 @@ import logging
 import os
 import tempfile
 from collections import deque
-from typing import IO, Iterator, Optional
+from collections.abc import Iterator
+from typing import IO
 
 from . import messages
 from .messages import Line
@@ -35,11 +36,11 @@ class OutputSpool:
         self._memory: deque[Line] = deque()
         self._memory_limit = memory_bytes
         self._memory_bytes = 0
-        self._file: Optional[IO[bytes]] = None
+        self._file: IO[bytes] | None = None
         self._written = 0  # file offset of the next spilled line
         self._read = 0  # file offset of the next byte to send
         self._spilled_lines = 0  # lines in the file not yet sent in full
-        self._waiter: Optional[asyncio.Future] = None
+        self._waiter: asyncio.Future | None = None
         self.ended = False  # END_OF_EXECUTION was put
 
     def __len__(self) -> int:
@@ -65,7 +66,7 @@ class OutputSpool:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def wait(self, timeout: Optional[float] = None, more_than: int = 0) -> bool:
+    async def wait(self, timeout: float | None = None, more_than: int = 0) -> bool:
         """True once more than `more_than` lines wait; False if `timeout` seconds pass first."""
         if len(self) > more_than:
             return True

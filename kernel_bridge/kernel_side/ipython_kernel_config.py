@@ -2,8 +2,15 @@
 # (docs/code-interpreter-api.md §5.1 item 1). Loaded by traitlets, which
 # defines `c`, `get_config` and `__file__`.
 import os as _os
+from typing import TYPE_CHECKING
 
-c = get_config()  # noqa: F821  (provided by the traitlets loader)
+if TYPE_CHECKING:  # the traitlets loader provides `get_config` when it runs this file
+    from traitlets.config import Config
+
+    def get_config() -> Config: ...
+
+
+c = get_config()
 
 # Tracebacks without ANSI escapes; long containers never truncated with '...'.
 c.InteractiveShell.colors = "nocolor"

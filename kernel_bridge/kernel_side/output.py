@@ -17,18 +17,20 @@ stream's `write` when a cell starts, so a later patch would be bypassed.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 #: Output characters one stream message carries at most.
 OUTPUT_MESSAGE_CHARS = 1 << 20
 
 
 def install() -> None:
-    from IPython.core.interactiveshell import InteractiveShell
     from ipykernel.iostream import OutStream
+    from IPython.core.interactiveshell import InteractiveShell
 
-    OutStream.write = _flushing_in_pieces(OutStream.write)
-    InteractiveShell._tee = _no_output_record
+    # Patching these classes is the point; mypy refuses assignments to methods.
+    OutStream.write = _flushing_in_pieces(OutStream.write)  # type: ignore[method-assign]
+    InteractiveShell._tee = _no_output_record  # type: ignore[method-assign]
 
 
 def _flushing_in_pieces(write: Any) -> Any:

@@ -20,7 +20,9 @@ from typing import Any
 
 
 def _log(message: str) -> None:
-    sys.__stderr__.write(f"[e2b kernel startup] {message}\n")
+    stderr = sys.__stderr__  # None only in a process started without a stderr
+    if stderr is not None:
+        stderr.write(f"[e2b kernel startup] {message}\n")
 
 
 def _data_formatter_class() -> type:
@@ -74,7 +76,7 @@ def _json_default(obj: Any) -> Any:
 def _json_roundtrip(obj: Any) -> Any:
     """Containers round-tripped to plain JSON, keys stringified (orjson semantics)."""
     try:
-        import orjson  # type: ignore[import-not-found]
+        import orjson
     except ImportError:
         return json.loads(json.dumps(_plain(obj), allow_nan=False))
     options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
@@ -180,7 +182,7 @@ def _install_image_hooks() -> None:
         return original_save(self, fp, *args, **kwargs)
 
     save.__doc__ = original_save.__doc__
-    Image.Image.save = save
+    Image.Image.save = save  # type: ignore[method-assign]  # patching PIL's class is the point
 
 
 def _wait_for_the_daemon_instead_of_dropping_output() -> None:

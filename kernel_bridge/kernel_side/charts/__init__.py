@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Dict
+from typing import Any
 
 __all__ = ["CHART_MIME", "chart_from_figure", "install"]
 
@@ -24,7 +24,7 @@ CHART_MIME = "e2b/chart"
 _log = logging.getLogger(__name__)
 
 
-def chart_from_figure(figure: Any) -> Dict[str, Any]:
+def chart_from_figure(figure: Any) -> dict[str, Any]:
     """Chart dict of a matplotlib figure; ``{}`` if blank or on any failure.
 
     Never raises: a failing extraction must not cost the user the PNG that

@@ -9,8 +9,9 @@ upstream emits).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from decimal import Decimal
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, cast
 
 from matplotlib import dates as mdates
 from matplotlib.axes import Axes
@@ -18,12 +19,12 @@ from matplotlib.collections import PathCollection
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import PathPatch, Rectangle, Wedge
+from matplotlib.patches import Patch, PathPatch, Rectangle, Wedge
 from matplotlib.text import Text
 
 from .values import coordinate, plain_scalar, round8, text_or_none, unit_of
 
-Chart = Dict[str, Any]
+Chart = dict[str, Any]
 
 
 class ExtractionError(ValueError):
@@ -57,7 +58,7 @@ def _suptitle(figure: Figure) -> str:
 
 def axes_chart(ax: Axes) -> Chart:
     """Chart of one axes, dispatched on the type decided by docs/code-interpreter-api.md §6.2."""
-    builders: Dict[str, Callable[[Axes], Chart]] = {
+    builders: dict[str, Callable[[Axes], Chart]] = {
         "line": line_chart,
         "scatter": scatter_chart,
         "bar": bar_chart,
@@ -71,7 +72,7 @@ def axes_chart(ax: Axes) -> Chart:
 # ------------------------------------------------------------ classification
 
 
-def _plotted_artists(ax: Axes) -> List[Any]:
+def _plotted_artists(ax: Axes) -> list[Any]:
     """Artists added by plotting calls, minus texts (docs/code-interpreter-api.md §6.2).
 
     ``Axes._children`` is private but is exactly the right set (no spines,
@@ -89,11 +90,16 @@ def is_grid_like(artist: Any) -> bool:
     """A 2-point horizontal or vertical ``Line2D`` (docs/code-interpreter-api.md §6.12.1), e.g. axhline."""
     if not isinstance(artist, Line2D):
         return False
-    xs, ys = artist.get_xdata(), artist.get_ydata()
+    xs, ys = _data(artist.get_xdata()), _data(artist.get_ydata())
     if len(xs) != 2 or len(ys) != 2:
         return False
     (x0, x1), (y0, y1) = list(xs), list(ys)
     return bool(x0 == x1 or y0 == y1)
+
+
+def _data(values: Any) -> Sequence[Any]:
+    """Matplotlib's data getters are typed as any array-like; what they return here is a sequence."""
+    return cast("Sequence[Any]", values)
 
 
 def _all(artists: Sequence[Any], *types: type) -> bool:
@@ -137,7 +143,7 @@ def _swap_axes_fields(chart: Chart) -> None:
     chart["x_unit"], chart["y_unit"] = chart["y_unit"], chart["x_unit"]
 
 
-def _tick_labels(ax: Axes, axis: str) -> List[str]:
+def _tick_labels(ax: Axes, axis: str) -> list[str]:
     labels = ax.get_xticklabels() if axis == "x" else ax.get_yticklabels()
     return [label.get_text() for label in labels]
 
@@ -163,7 +169,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float))
 
 
-def _ticks(raw: Sequence[Any], dated: bool) -> List[Any]:
+def _ticks(raw: Sequence[Any], dated: bool) -> list[Any]:
     """Tick positions for JSON: ISO dates, floats, or left as they are."""
     if dated:
         return [mdates.num2date(tick).isoformat() for tick in raw]
@@ -176,7 +182,7 @@ def _is_categorical(raw: Sequence[Any], labels: Sequence[str]) -> bool:
     """Ticks 0, 1, 2… labelled with something other than "0", "1", "2"…"""
     return all(
         _is_number(tick) and tick == index and label != str(index)
-        for index, (tick, label) in enumerate(zip(raw, labels))
+        for index, (tick, label) in enumerate(zip(raw, labels, strict=False))
     )
 
 
@@ -205,7 +211,7 @@ def _axis_fields(ax: Axes, axis: str) -> Chart:
     }
 
 
-def _point_chart(kind: str, ax: Axes, elements: List[Chart]) -> Chart:
+def _point_chart(kind: str, ax: Axes, elements: list[Chart]) -> Chart:
     chart = _base(kind, ax)
     chart["elements"] = elements
     chart.update(_planar_fields(ax))
@@ -228,7 +234,7 @@ def line_chart(ax: Axes) -> Chart:
         {
             "label": _line_label(line),
             "points": [[coordinate(x), coordinate(y)]
-                       for x, y in zip(line.get_xdata(), line.get_ydata())],
+                       for x, y in zip(_data(line.get_xdata()), _data(line.get_ydata()), strict=False)],
         }
         for line in ax.get_lines()
         if not is_grid_like(line)
@@ -242,7 +248,7 @@ def scatter_chart(ax: Axes) -> Chart:
         {
             "label": collection.get_label(),
             "points": [[coordinate(x), coordinate(y)]
-                       for x, y in collection.get_offsets()],
+                       for x, y in _data(collection.get_offsets())],
         }
         for collection in ax.collections
     ]
@@ -260,7 +266,7 @@ def _group_name(container: BarContainer) -> str:
     return label
 
 
-def _bar_elements(ax: Axes, container: BarContainer, chart: Chart) -> List[Chart]:
+def _bar_elements(ax: Axes, container: BarContainer, chart: Chart) -> list[Chart]:
     """Elements of one container; equal heights mean horizontal bars.
 
     The orientation guess mutates ``chart`` (label swap) per container,
@@ -277,7 +283,7 @@ def _bar_elements(ax: Axes, container: BarContainer, chart: Chart) -> List[Chart
         values = heights
     group = _group_name(container)
     return [{"label": label, "group": group, "value": float(value)}
-            for label, value in zip(labels, values)]
+            for label, value in zip(labels, values, strict=False)]
 
 
 def bar_chart(ax: Axes) -> Chart:
@@ -297,6 +303,8 @@ def pie_chart(ax: Axes) -> Chart:
     """Pie chart: label, angle (8-digit rounded) and radius per wedge."""
     chart = _base("pie", ax)
     for wedge in ax.patches:
+        if not isinstance(wedge, Wedge):
+            raise ExtractionError(f"pie chart with a {type(wedge).__name__} patch")
         angle = Decimal(float(wedge.theta2)) - Decimal(float(wedge.theta1))  # float32 on mpl 3.10
         chart["elements"].append({
             "label": wedge.get_label(),
@@ -316,10 +324,10 @@ class _Box:
                  height: float) -> None:
         self.label = label
         self.x, self.y, self.width, self.height = x, y, width, height
-        self.median: Optional[float] = None
-        self.low: Optional[float] = None
-        self.high: Optional[float] = None
-        self.outliers: List[float] = []
+        self.median: float | None = None
+        self.low: float | None = None
+        self.high: float | None = None
+        self.outliers: list[float] = []
 
     def flip(self) -> None:
         """Swap axes for horizontal boxes."""
@@ -346,34 +354,35 @@ class _Box:
                 "outliers": self.outliers}
 
 
-def _box_from_patch(label: str, patch: PathPatch) -> _Box:
+def _box_from_patch(label: str, patch: Patch) -> _Box:
     """Bounding box of the patch's rounded vertices.
 
     Width and height are rounded too: float noise such as
     ``1.075 - 0.925 != 2.075 - 1.925`` would otherwise defeat the
     equal-height test that recognises horizontal boxes.
     """
-    xs = [round8(x) for x, _ in patch.get_path().vertices]
-    ys = [round8(y) for _, y in patch.get_path().vertices]
+    vertices = _data(patch.get_path().vertices)
+    xs = [round8(x) for x, _ in vertices]
+    ys = [round8(y) for _, y in vertices]
     x, y = min(xs), min(ys)
     return _Box(label, x, y, round8(max(xs) - x), round8(max(ys) - y))
 
 
-def _rounded_points(line: Line2D, flipped: bool) -> List[Tuple[float, float]]:
-    xs = [round8(x) for x in line.get_xdata()]
-    ys = [round8(y) for y in line.get_ydata()]
-    return list(zip(ys, xs)) if flipped else list(zip(xs, ys))
+def _rounded_points(line: Line2D, flipped: bool) -> list[tuple[float, float]]:
+    xs = [round8(x) for x in _data(line.get_xdata())]
+    ys = [round8(y) for y in _data(line.get_ydata())]
+    return list(zip(ys, xs, strict=False)) if flipped else list(zip(xs, ys, strict=False))
 
 
-def _apply_outlier(boxes: List[_Box], point: Tuple[float, float]) -> None:
+def _apply_outlier(boxes: list[_Box], point: tuple[float, float]) -> None:
     x, y = point
     box = next((box for box in boxes if box.spans(x)), None)
     if box is not None:
         box.outliers.append(y)
 
 
-def _apply_segment(boxes: List[_Box], start: Tuple[float, float],
-                   end: Tuple[float, float]) -> None:
+def _apply_segment(boxes: list[_Box], start: tuple[float, float],
+                   end: tuple[float, float]) -> None:
     """A 2-point line is a median, a whisker, or (ignored) a cap."""
     (x0, y0), (x1, y1) = start, end
     box = next((box for box in boxes
@@ -396,7 +405,7 @@ def box_chart(ax: Axes) -> Chart:
     chart.update(_planar_fields(ax))
     labels = _tick_labels(ax, "x")
     boxes = [_box_from_patch(label, patch)
-             for label, patch in zip(labels, ax.patches)]
+             for label, patch in zip(labels, ax.patches, strict=False)]
     flipped = all(box.height == boxes[0].height for box in boxes)
     if flipped:
         _swap_axes_fields(chart)

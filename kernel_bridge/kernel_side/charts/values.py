@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import re
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Optional, Union
+from typing import Any
 
 # "whitespace ( shortest text )" or "[ shortest text ]" (docs/code-interpreter-api.md §6.4).
 _UNIT_RE = re.compile(r"\s\((.*?)\)|\[(.*?)\]")
@@ -18,7 +18,7 @@ _UNIT_RE = re.compile(r"\s\((.*?)\)|\[(.*?)\]")
 _SIGNIFICANT_DIGITS = 8
 
 
-def round8(value: Union[float, int, Decimal]) -> float:
+def round8(value: float | int | Decimal) -> float:
     """Round with the 8-digit rule of docs/code-interpreter-api.md §6.12.3 and return a float.
 
     The number of significant digits shrinks with magnitude
@@ -34,7 +34,7 @@ def round8(value: Union[float, int, Decimal]) -> float:
     return float(number.quantize(quantum, rounding=ROUND_HALF_EVEN))
 
 
-def unit_of(label: Optional[str]) -> Optional[str]:
+def unit_of(label: str | None) -> str | None:
     """Return the unit written in an axis label, e.g. ``"Time (s)"`` -> ``"s"``.
 
     ``"f(x)"`` has no unit: the parenthesised form needs a whitespace
@@ -49,7 +49,7 @@ def unit_of(label: Optional[str]) -> Optional[str]:
     return unit or None
 
 
-def text_or_none(text: str) -> Optional[str]:
+def text_or_none(text: str) -> str | None:
     """Map matplotlib's empty-string "unset" to JSON null (titles, labels)."""
     return text or None
 
@@ -60,7 +60,7 @@ def _is_datetime64(value: Any) -> bool:
     return getattr(dtype, "kind", None) == "M" and getattr(value, "ndim", 1) == 0
 
 
-def coordinate(value: Any) -> Union[str, float]:
+def coordinate(value: Any) -> str | float:
     """Normalise one point coordinate for JSON (docs/code-interpreter-api.md §6.12.2).
 
     Dates become ISO strings, strings (category names) stay as they are and
