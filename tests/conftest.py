@@ -41,19 +41,24 @@ def daemon() -> DaemonProcess:
     assert process.stop() == 0, process.log_text()[-5000:]
 
 
+#: The shared daemons a test may use: the session's, and the envd-only one of a
+#: module (tests/envd/conftest.py). Tests check their own `daemon_factory` ones.
+SHARED_DAEMONS = ("daemon", "envd_daemon")
+
+
 @pytest.fixture(autouse=True)
 def _daemon_stays_clean(request: pytest.FixtureRequest):
-    """Fail the test if the session daemon logged a traceback while it ran."""
-    if "daemon" not in request.fixturenames:
-        yield
-        return
-    process: DaemonProcess = request.getfixturevalue("daemon")
-    start = len(process.log_text())
+    """Fail the test if a shared daemon it used logged a traceback, died or kept zombies."""
+    processes: list[DaemonProcess] = [
+        request.getfixturevalue(name) for name in SHARED_DAEMONS if name in request.fixturenames
+    ]
+    starts = [len(process.log_text()) for process in processes]
     yield
-    new_log = process.log_text()[start:]
-    assert "Traceback" not in new_log, new_log[-5000:]
-    assert process.running(), "the daemon died"
-    assert no_zombies_soon(process), f"zombie children of the daemon: {process.zombies()}"
+    for process, start in zip(processes, starts, strict=True):
+        new_log = process.log_text()[start:]
+        assert "Traceback" not in new_log, new_log[-5000:]
+        assert process.running(), "the daemon died"
+        assert no_zombies_soon(process), f"zombie children of the daemon: {process.zombies()}"
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psutil
@@ -82,14 +83,23 @@ class DaemonProcess:
             raise
 
 
+def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """Poll `condition` until it is true or `timeout` seconds passed; whether it became true.
+
+    For what the daemon makes true asynchronously: a generous bound, not a timing
+    assertion. Callers assert the result, with a message saying what never happened.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return bool(condition())
+
+
 def no_zombies_soon(daemon: DaemonProcess | ContainerDaemon, timeout: float = 5.0) -> bool:
     """Orphans are reaped within seconds (envd/reaper.py); a zombie that stays is a bug."""
-    deadline = time.monotonic() + timeout
-    while daemon.zombies():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+    return wait_until(lambda: not daemon.zombies(), timeout, interval=0.1)
 
 
 #: The interpreter that runs the daemon: this one, unless the tests run in an
@@ -189,7 +199,7 @@ class ContainerDaemon:
     def zombies(self) -> list[int]:
         """Zombies anywhere in the container (tini and envd both reap)."""
         listing = self.exec("ps", "-eo", "pid=,stat=").stdout.split()
-        return [int(pid) for pid, stat in zip(listing[::2], listing[1::2]) if stat.startswith("Z")]
+        return [int(pid) for pid, stat in zip(listing[::2], listing[1::2], strict=False) if stat.startswith("Z")]
 
     def stop(self, timeout: float = 10) -> int:
         """`engine stop` (SIGTERM to tini, then the daemon): the exit code, then removal."""

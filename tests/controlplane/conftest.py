@@ -22,7 +22,9 @@ from tests.harness import TEST_IMAGE
 
 KEYS = {"key-team-a": "team-a", "key-team-b": "team-b"}
 
-pytestmark = pytest.mark.skipif(not TEST_IMAGE, reason="set ENVD_TEST_IMAGE to an image built by packaging/build-image.sh")
+pytestmark = pytest.mark.skipif(
+    not TEST_IMAGE, reason="set ENVD_TEST_IMAGE to an image built by packaging/build-image.sh"
+)
 
 
 @pytest.fixture(scope="session")

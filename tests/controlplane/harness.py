@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness import DAEMON_PYTHON, ROOT, free_port
+from tests.harness import DAEMON_PYTHON, ROOT, free_port, wait_until
 
 
 def start_podman_service(directory: Path) -> tuple[subprocess.Popen, str]:
@@ -21,9 +21,7 @@ def start_podman_service(directory: Path) -> tuple[subprocess.Popen, str]:
         ["podman", "system", "service", "--time=0", f"unix://{socket_path}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while not socket_path.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(socket_path.exists, 30)
     return service, f"unix://{socket_path}"
 
 

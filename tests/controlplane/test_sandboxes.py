@@ -17,7 +17,7 @@ from e2b import Sandbox as EnvdSandbox
 from e2b_code_interpreter import Sandbox
 
 from tests.controlplane.harness import ControlPlaneProcess
-from tests.harness import ROOT, TEST_IMAGE
+from tests.harness import ROOT, TEST_IMAGE, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,15 +28,6 @@ def _listed_ids(**opts) -> list[str]:
     while paginator.has_next:
         ids += [item.sandbox_id for item in paginator.next_items()]
     return ids
-
-
-def _wait_until(condition, seconds: float = 15.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
 
 
 def test_create_with_envs_and_metadata_then_kill(sdk_env: ControlPlaneProcess) -> None:
@@ -77,7 +68,7 @@ def test_a_second_client_connects_by_id(sdk_env: ControlPlaneProcess) -> None:
 def test_the_timeout_kills_the_sandbox_and_its_container(sdk_env: ControlPlaneProcess) -> None:
     sandbox = EnvdSandbox.create(timeout=3)
     assert sandbox.commands.run("echo alive").stdout == "alive\n"
-    assert _wait_until(lambda: sandbox.sandbox_id not in _listed_ids())
+    assert wait_until(lambda: sandbox.sandbox_id not in _listed_ids(), 15)
     assert not sandbox.is_running()
     with pytest.raises(SandboxNotRunningException):
         sandbox.commands.run("true")
@@ -210,7 +201,7 @@ def test_a_server_inside_is_reachable_by_host_name(sdk_env: ControlPlaneProcess)
             except OSError:
                 return None
 
-        assert _wait_until(lambda: fetch() == b"served from the sandbox")
+        assert wait_until(lambda: fetch() == b"served from the sandbox", 15)
     finally:
         sandbox.kill()
 
@@ -247,7 +238,7 @@ def test_a_warm_pool_container_takes_its_create_env(sdk_env: ControlPlaneProcess
         return {c.labels["e2b.local/sandbox-id"] for c in labelled} - set(_listed_ids())
 
     try:
-        assert _wait_until(lambda: len(pooled()) == 1, 60)
+        assert wait_until(lambda: len(pooled()) == 1, 60)
         warm = pooled()
         time.sleep(2)  # its kernels are up too
         sandbox = Sandbox.create(envs={"POOL_VAR": "claimed"}, timeout=120)
@@ -255,7 +246,7 @@ def test_a_warm_pool_container_takes_its_create_env(sdk_env: ControlPlaneProcess
         assert sandbox.run_code("import os; os.environ['POOL_VAR']").text == "claimed"
         assert sandbox.commands.run("echo $POOL_VAR; whoami").stdout == "claimed\nuser\n"
         sandbox.kill()
-        assert _wait_until(lambda: len(pooled()) == 1, 60)  # refilled
+        assert wait_until(lambda: len(pooled()) == 1, 60)  # refilled
     finally:
         engine.close()
 
@@ -342,7 +333,7 @@ def test_metrics_are_sampled_while_running(sdk_env: ControlPlaneProcess) -> None
     sandbox = EnvdSandbox.create(timeout=120)
     try:
         sandbox.commands.run("head -c 20000000 /dev/urandom > /tmp/metrics.bin")
-        assert _wait_until(lambda: len(sandbox.get_metrics()) >= 2, 20)
+        assert wait_until(lambda: len(sandbox.get_metrics()) >= 2, 20)
         sample = sandbox.get_metrics()[-1]
         assert sample.cpu_count == 2
         assert 0 < sample.mem_used <= sample.mem_total == 1024 * 2**20

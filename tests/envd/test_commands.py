@@ -18,6 +18,9 @@ from e2b import (
     TimeoutException,
 )
 
+from tests.envd.helpers import alive
+from tests.harness import wait_until
+
 
 def test_run_echo(sandbox) -> None:
     result = sandbox.commands.run('echo "Hello, World!"')
@@ -45,7 +48,9 @@ def test_nonzero_exit_raises_with_output(sandbox) -> None:
 
 
 def test_envs_visible_to_the_command_only(sandbox) -> None:
-    result = sandbox.commands.run('echo "$FOO"; python3 -c "import os; print(os.environ[\'FOO\'])"', envs={"FOO": "bar"})
+    result = sandbox.commands.run(
+        'echo "$FOO"; python3 -c "import os; print(os.environ[\'FOO\'])"', envs={"FOO": "bar"}
+    )
     assert result.stdout == "bar\nbar\n"
     assert sandbox.commands.run('echo "${FOO-unset}"').stdout == "unset\n"
 
@@ -100,17 +105,17 @@ def test_too_short_timeout_raises_and_kills_the_process(sandbox) -> None:
     marker = f"envd-timeout-{time.monotonic_ns()}"
     with pytest.raises(TimeoutException):
         sandbox.commands.run(f"sleep 30; echo {marker}", timeout=2)
-    assert _wait_until(lambda: not _processes_with(marker)), "the process outlived its deadline"
+    assert wait_until(lambda: not _processes_with(marker)), "the process outlived its deadline"
 
 
 @pytest.mark.host_only
 def test_too_short_timeout_while_iterating_background(sandbox) -> None:
     handle = sandbox.commands.run("sleep 30", background=True, timeout=2)
-    assert _alive(handle.pid)
+    assert alive(handle.pid)
     with pytest.raises(TimeoutException):
         for _ in handle:
             pass
-    assert _wait_until(lambda: not _alive(handle.pid)), "the process outlived its deadline"
+    assert wait_until(lambda: not alive(handle.pid)), "the process outlived its deadline"
 
 
 def test_on_stdout_and_on_stderr_callbacks(sandbox) -> None:
@@ -222,9 +227,9 @@ def test_kill_takes_the_whole_tree(sandbox) -> None:
         if stdout and stdout.strip():
             child = int(stdout.strip())
             break
-    assert child is not None and _alive(child)
+    assert child is not None and alive(child)
     assert handle.kill() is True
-    assert _wait_until(lambda: not _alive(child)), f"child {child} survived the kill"
+    assert wait_until(lambda: not alive(child)), f"child {child} survived the kill"
 
 
 @pytest.mark.host_only
@@ -237,7 +242,7 @@ def test_handle_kill_ends_stream_despite_grandchild_holding_stdout(sandbox) -> N
             escaped = int(stdout.strip())
             break
     try:
-        assert escaped is not None and _alive(escaped)  # holds the stdout pipe, own session
+        assert escaped is not None and alive(escaped)  # holds the stdout pipe, own session
         assert handle.kill()
         with pytest.raises(CommandExitException) as info:
             handle.wait()
@@ -310,14 +315,6 @@ def test_input_to_finished_process_is_not_found(sandbox) -> None:
         sandbox.commands.close_stdin(handle.pid)
 
 
-def _alive(pid: int) -> bool:
-    """Running, as opposed to gone or a zombie waiting for the subreaper."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def _processes_with(marker: str) -> list[int]:
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
@@ -325,13 +322,3 @@ def _processes_with(marker: str) -> list[int]:
         if marker in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
             found.append(proc.pid)
     return found
-
-
-def _wait_until(condition, seconds: float = 10.0) -> bool:
-    """Poll a condition that the daemon makes true asynchronously (generous bound, not a timing assert)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()

@@ -14,7 +14,7 @@ import aiohttp
 import psutil
 import pytest
 
-from tests.envd.process_rpc import b64, open_stream, stream, unary
+from tests.wire import b64, open_stream, stream_async, unary_async
 
 pytestmark = pytest.mark.asyncio
 
@@ -50,17 +50,24 @@ def end_of(messages: list[dict]) -> dict:
 
 
 async def echo(http, url: str, i: int) -> None:
-    messages, end = await stream(http, url, "Start", {"process": {"cmd": "/bin/echo", "args": [str(i)]}, "stdin": False})
+    messages, end = await stream_async(
+        http, url, "process.Process/Start", {"process": {"cmd": "/bin/echo", "args": [str(i)]}, "stdin": False}
+    )
     data = b"".join(base64.b64decode(m["event"]["data"]["stdout"]) for m in messages if "data" in m["event"])
     assert (data, end, end_of(messages)["status"]) == (f"{i}\n".encode(), {}, "exit status 0")
 
 
 async def piped_stdin(http, url: str, i: int) -> None:
-    started = await open_stream(http, url, "Start", {"process": {"cmd": "/bin/cat"}})
+    started = await open_stream(http, url, "process.Process/Start", {"process": {"cmd": "/bin/cat"}})
     try:
         pid = (await started.next())["event"]["start"]["pid"]
-        await unary(http, url, "SendInput", {"process": {"pid": pid}, "input": {"stdin": b64(f"in{i}".encode())}})
-        await unary(http, url, "CloseStdin", {"process": {"pid": pid}})
+        await unary_async(
+            http,
+            url,
+            "process.Process/SendInput",
+            {"process": {"pid": pid}, "input": {"stdin": b64(f"in{i}".encode())}},
+        )
+        await unary_async(http, url, "process.Process/CloseStdin", {"process": {"pid": pid}})
         messages = await started.rest()
     finally:
         started.response.close()
@@ -72,10 +79,12 @@ async def pty_session(http, url: str, i: int) -> None:
         "process": {"cmd": "/bin/sh", "args": ["-c", "read x; echo got-$x"]},
         "pty": {"size": {"cols": 80, "rows": 24}},
     }
-    started = await open_stream(http, url, "Start", request)
+    started = await open_stream(http, url, "process.Process/Start", request)
     try:
         pid = (await started.next())["event"]["start"]["pid"]
-        await unary(http, url, "SendInput", {"process": {"pid": pid}, "input": {"pty": b64(f"{i}\n".encode())}})
+        await unary_async(
+            http, url, "process.Process/SendInput", {"process": {"pid": pid}, "input": {"pty": b64(f"{i}\n".encode())}}
+        )
         messages = await started.rest()
     finally:
         started.response.close()
@@ -85,10 +94,12 @@ async def pty_session(http, url: str, i: int) -> None:
 
 
 async def killed(http, url: str, i: int) -> None:
-    started = await open_stream(http, url, "Start", {"process": {"cmd": "/bin/sleep", "args": ["100"]}})
+    started = await open_stream(http, url, "process.Process/Start", {"process": {"cmd": "/bin/sleep", "args": ["100"]}})
     try:
         pid = (await started.next())["event"]["start"]["pid"]
-        status, _ = await unary(http, url, "SendSignal", {"process": {"pid": pid}, "signal": "SIGNAL_SIGKILL"})
+        status, _ = await unary_async(
+            http, url, "process.Process/SendSignal", {"process": {"pid": pid}, "signal": "SIGNAL_SIGKILL"}
+        )
         assert status == 200
         messages = await started.rest()
     finally:
@@ -115,7 +126,7 @@ async def test_thousand_commands_leave_no_fds_or_zombies(daemon_factory) -> None
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2 * CONCURRENCY)) as http:
         await asyncio.gather(*(run(i, job) for i, job in enumerate(jobs)))
-        status, listed = await unary(http, extra.url, "List", {})
+        status, listed = await unary_async(http, extra.url, "process.Process/List", {})
         assert (status, listed) == (200, {})
 
     assert extra.zombies() == []
@@ -137,7 +148,10 @@ async def test_flood_with_slow_reader_keeps_memory_bounded(daemon_factory) -> No
     peak = baseline
     async with aiohttp.ClientSession() as http:
         flood = await open_stream(
-            http, extra.url, "Start", {"process": {"cmd": "/usr/bin/head", "args": ["-c", "200000000", "/dev/zero"]}}
+            http,
+            extra.url,
+            "process.Process/Start",
+            {"process": {"cmd": "/usr/bin/head", "args": ["-c", "200000000", "/dev/zero"]}},
         )
         try:
             pid = (await flood.next())["event"]["start"]["pid"]
@@ -152,7 +166,9 @@ async def test_flood_with_slow_reader_keeps_memory_bounded(daemon_factory) -> No
                     await echo(http, extra.url, i)
             peak = max(peak, daemon_proc.memory_info().rss)
             # Still running: output was held back, not buffered or thrown away.
-            status, _ = await unary(http, extra.url, "SendSignal", {"process": {"pid": pid}, "signal": "SIGNAL_SIGKILL"})
+            status, _ = await unary_async(
+                http, extra.url, "process.Process/SendSignal", {"process": {"pid": pid}, "signal": "SIGNAL_SIGKILL"}
+            )
             assert status == 200
         finally:
             flood.response.close()
@@ -169,10 +185,12 @@ async def test_stuck_reader_does_not_stall_the_process(daemon_factory) -> None:
     baseline = daemon_proc.memory_info().rss
     script = "sleep 0.5; head -c 30000000 /dev/zero; echo"
     async with aiohttp.ClientSession() as http:
-        stuck = await open_stream(http, extra.url, "Start", {"process": {"cmd": "/bin/sh", "args": ["-c", script]}})
+        stuck = await open_stream(
+            http, extra.url, "process.Process/Start", {"process": {"cmd": "/bin/sh", "args": ["-c", script]}}
+        )
         try:
             pid = (await stuck.next())["event"]["start"]["pid"]
-            watcher = await open_stream(http, extra.url, "Connect", {"process": {"pid": pid}})
+            watcher = await open_stream(http, extra.url, "process.Process/Connect", {"process": {"pid": pid}})
             try:
                 assert (await watcher.next())["event"] == {"start": {"pid": pid}}
                 received = 0
@@ -208,7 +226,10 @@ async def test_sole_subscriber_pausing_longer_than_the_grace_period_loses_nothin
     size = 40_000_000
     async with aiohttp.ClientSession() as http:
         started = await open_stream(
-            http, extra.url, "Start", {"process": {"cmd": "/bin/sh", "args": ["-c", f"head -c {size} /dev/zero"]}}
+            http,
+            extra.url,
+            "process.Process/Start",
+            {"process": {"cmd": "/bin/sh", "args": ["-c", f"head -c {size} /dev/zero"]}},
         )
         try:
             assert "start" in (await started.next())["event"]

@@ -14,8 +14,9 @@ import pytest
 from e2b import Sandbox as EnvdSandbox
 
 from envd import ENVD_PROTOCOL_VERSION
-from tests.harness import DaemonProcess
+from tests.harness import DaemonProcess, wait_until
 from tests.wire import http as raw_http
+from tests.wire import unary
 
 
 def http(
@@ -23,16 +24,6 @@ def http(
     headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     return raw_http(daemon.url + path, method, body, headers)
-
-
-def rpc(daemon: DaemonProcess, path: str, headers: dict[str, str] | None = None):
-    return http(
-        daemon,
-        path,
-        "POST",
-        b"{}",
-        {"Content-Type": "application/json", **(headers or {})},
-    )
 
 
 def test_sdk_connects_and_sees_it_running(sandbox) -> None:
@@ -115,15 +106,15 @@ def test_envs_reflect_cli_and_init(daemon_factory) -> None:
 
 def test_init_token_then_required(daemon_factory) -> None:
     daemon = daemon_factory()
-    assert rpc(daemon, "/filesystem.Filesystem/Stat")[0] != 401
+    assert unary(daemon.url, "filesystem.Filesystem/Stat", {})[0] != 401
     body = json.dumps({"accessToken": "s3cret", "timestamp": "2026-01-01T00:00:00Z"}).encode()
     assert http(daemon, "/init", "POST", body, {"Content-Type": "application/json"})[0] == 204
 
-    status, _, reply = rpc(daemon, "/filesystem.Filesystem/Stat")
+    status, reply = unary(daemon.url, "filesystem.Filesystem/Stat", {})
     assert status == 401
-    assert json.loads(reply)["message"].startswith("unauthorized access")
-    assert rpc(daemon, "/filesystem.Filesystem/Stat", {"X-Access-Token": "wrong"})[0] == 401
-    assert rpc(daemon, "/filesystem.Filesystem/Stat", {"X-Access-Token": "s3cret"})[0] != 401
+    assert reply["message"].startswith("unauthorized access")
+    assert unary(daemon.url, "filesystem.Filesystem/Stat", {}, {"X-Access-Token": "wrong"})[0] == 401
+    assert unary(daemon.url, "filesystem.Filesystem/Stat", {}, {"X-Access-Token": "s3cret"})[0] != 401
     assert http(daemon, "/envs")[0] == 401
     assert http(daemon, "/envs", headers={"X-Access-Token": "s3cret"})[0] == 200
     assert http(daemon, "/health")[0] == 204  # exempt
@@ -177,10 +168,7 @@ def test_orphans_are_reaped(daemon_factory) -> None:
     sandbox = EnvdSandbox.create(**daemon.sdk_opts())
     result = sandbox.commands.run("(sleep 0.3 & echo $!) ; exit 0")
     orphan = int(result.stdout.strip())
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and psutil.pid_exists(orphan):
-        time.sleep(0.2)
-    assert not psutil.pid_exists(orphan), "orphan left as a zombie"
+    assert wait_until(lambda: not psutil.pid_exists(orphan), 10, interval=0.2), "orphan left as a zombie"
     assert daemon.zombies() == []
     assert os.getpid() != orphan
 
@@ -189,13 +177,11 @@ def test_nul_bytes_and_odd_headers_are_client_errors(daemon: DaemonProcess) -> N
     auth = {"Authorization": "Basic " + base64.b64encode(b"us\x00er:").decode()}
     status, _, body = http(daemon, "/envs", headers=auth)
     assert (status, json.loads(body)["code"]) == (401, "unauthenticated")
-    status, _, body = http(
-        daemon, "/filesystem.Filesystem/Stat", "POST", json.dumps({"path": "/tmp/a\u0000b"}).encode(),
-        {"Content-Type": "application/json"},
-    )
-    assert (status, json.loads(body)["code"]) == (400, "invalid_argument")
-    status, _, body = rpc(daemon, "/filesystem.Filesystem/Stat", {"Connect-Timeout-Ms": "²".encode().decode("latin-1")})
-    assert (status, json.loads(body)["code"]) == (400, "invalid_argument")
+    status, reply = unary(daemon.url, "filesystem.Filesystem/Stat", {"path": "/tmp/a\u0000b"})
+    assert (status, reply["code"]) == (400, "invalid_argument")
+    bad_timeout = {"Connect-Timeout-Ms": "²".encode().decode("latin-1")}
+    status, reply = unary(daemon.url, "filesystem.Filesystem/Stat", {}, bad_timeout)
+    assert (status, reply["code"]) == (400, "invalid_argument")
     assert http(daemon, "/health")[0] == 204
 
 

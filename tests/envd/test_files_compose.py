@@ -8,10 +8,10 @@ import pwd
 
 import pytest
 
-from tests.envd.fs_client import daemon, home_dir, http, users_link_to  # noqa: F401  (fixtures)
-from tests.envd.test_files_http import TOKEN, tiny_fs  # noqa: F401  (fixture)
+from tests.envd.helpers import TOKEN, users_link_to
+from tests.wire import http
 
-# host_only: the fixtures prepare and inspect files on this host (tests/envd/fs_client.py).
+# host_only: the fixtures prepare and inspect files on this host (tests/envd/conftest.py).
 pytestmark = [pytest.mark.timeout(60), pytest.mark.host_only]
 
 
@@ -38,11 +38,11 @@ def leftovers(directory: str) -> list[str]:
     return [name for name in os.listdir(directory) if ".e2b-compose." in name]
 
 
-def test_parts_are_joined_owned_by_the_user_and_removed(daemon, home_dir) -> None:
+def test_parts_are_joined_owned_by_the_user_and_removed(envd_daemon, home_dir) -> None:
     big = os.urandom(3 * 1024 * 1024)
     parts = write_parts(home_dir, b"head-", big, b"", b"-tail")
     destination = f"{home_dir}/new/dir/joined.bin"
-    status, entry = compose(daemon, {"source_paths": parts, "destination": destination})
+    status, entry = compose(envd_daemon, {"source_paths": parts, "destination": destination})
     assert (status, entry) == (200, {"path": destination, "name": "joined.bin", "type": "file"})
     with open(destination, "rb") as joined:
         assert joined.read() == b"head-" + big + b"-tail"
@@ -54,24 +54,24 @@ def test_parts_are_joined_owned_by_the_user_and_removed(daemon, home_dir) -> Non
 
 
 def test_no_file_is_composed_for_the_user_through_a_link_to_a_root_directory(
-    daemon, home_dir, tmp_path
+    envd_daemon, home_dir, tmp_path
 ) -> None:
     victim = tmp_path / "root-only"
     victim.mkdir(mode=0o755)
     os.chmod(tmp_path, 0o755)
     link = users_link_to(home_dir, str(victim))
     parts = write_parts(home_dir, b"evil")
-    status, error = compose(daemon, {"source_paths": parts, "destination": f"{link}/joined"})
+    status, error = compose(envd_daemon, {"source_paths": parts, "destination": f"{link}/joined"})
     assert status == 403 and "may not create" in error["message"], error
     assert os.listdir(victim) == []
 
 
-def test_relative_paths_resolve_for_the_user_and_replace_the_destination(daemon, home_dir) -> None:
+def test_relative_paths_resolve_for_the_user_and_replace_the_destination(envd_daemon, home_dir) -> None:
     name = os.path.basename(home_dir)
     write_parts(home_dir, b"a", b"b")
     with open(f"{home_dir}/out", "w") as existing:
         existing.write("old content")
-    status, entry = compose(daemon, {
+    status, entry = compose(envd_daemon, {
         "source_paths": [f"{name}/part0", f"~/{name}/part1"], "destination": f"{name}/out", "username": "user",
     })
     assert status == 200 and entry["path"] == f"{home_dir}/out"
@@ -91,14 +91,14 @@ def test_relative_paths_resolve_for_the_user_and_replace_the_destination(daemon,
          "error looking up user 'nobody-xyz': user: unknown user nobody-xyz"),
     ],
 )
-def test_bad_requests(daemon, body, status, message) -> None:
-    got_status, error = compose(daemon, body)
+def test_bad_requests(envd_daemon, body, status, message) -> None:
+    got_status, error = compose(envd_daemon, body)
     assert got_status == status and error["code"] == status
     if message is not None:
         assert error["message"] == message
 
 
-def test_bad_sources_change_nothing(daemon, home_dir) -> None:
+def test_bad_sources_change_nothing(envd_daemon, home_dir) -> None:
     parts = write_parts(home_dir, b"keep me")
     destination = f"{home_dir}/out"
     cases = [
@@ -107,16 +107,16 @@ def test_bad_sources_change_nothing(daemon, home_dir) -> None:
         ([parts[0], destination], 400, f'source path "{destination}" cannot be the same as destination'),
     ]
     for sources, status, message in cases:
-        got = compose(daemon, {"source_paths": sources, "destination": destination})
+        got = compose(envd_daemon, {"source_paths": sources, "destination": destination})
         assert got == (status, {"code": status, "message": message})
     assert os.listdir(home_dir) == ["part0"]
     with open(parts[0], "rb") as kept:
         assert kept.read() == b"keep me"
 
 
-def test_disk_full_is_507_and_keeps_the_parts(daemon, tiny_fs, tmp_path) -> None:
+def test_disk_full_is_507_and_keeps_the_parts(envd_daemon, tiny_fs, tmp_path) -> None:
     parts = write_parts(str(tmp_path), os.urandom(200_000), os.urandom(200_000))
-    status, error = compose(daemon, {"source_paths": parts, "destination": f"{tiny_fs}/joined"})
+    status, error = compose(envd_daemon, {"source_paths": parts, "destination": f"{tiny_fs}/joined"})
     assert (status, error) == (507, {"code": 507, "message": "not enough disk space available"})
     assert os.listdir(tiny_fs) == []
     assert all(os.path.exists(p) for p in parts)

@@ -9,23 +9,22 @@ import gzip
 import json
 import os
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 
 import pytest
 from e2b import ConnectionConfig, Sandbox
 from packaging.version import Version
 
 from envd.auth import sign
-from tests.envd.fs_client import daemon, home_dir, http, unary  # noqa: F401  (fixtures)
+from tests.envd.helpers import TOKEN
+from tests.harness import wait_until
+from tests.wire import http, unary
 
-# host_only: the fixtures prepare and inspect files on this host (tests/envd/fs_client.py).
+# host_only: the fixtures prepare and inspect files on this host (tests/envd/conftest.py).
 pytestmark = [pytest.mark.timeout(60), pytest.mark.host_only]
-TOKEN = "secret-token"
 
 
 def files_url(daemon, **query: str) -> str:
@@ -51,13 +50,13 @@ def error_body(raw: bytes) -> dict:
 # -- uploads ----------------------------------------------------------------------
 
 
-def test_multipart_keeps_directories_skips_other_fields(daemon, home_dir) -> None:
+def test_multipart_keeps_directories_skips_other_fields(envd_daemon, home_dir) -> None:
     body, content_type = multipart([
         ("file", f"{home_dir}/d/one;two;three.txt", b"1"),
         ("other", "ignored.txt", b"?"),
         ("file", f"{home_dir}/ü space.txt", b"2"),
     ])
-    status, headers, raw = http(files_url(daemon), "POST", body, {"Content-Type": content_type})
+    status, headers, raw = http(files_url(envd_daemon), "POST", body, {"Content-Type": content_type})
     assert status == 200 and headers["Content-Type"].startswith("application/json")
     assert json.loads(raw) == [
         {"path": f"{home_dir}/d/one;two;three.txt", "name": "one;two;three.txt", "type": "file"},
@@ -67,46 +66,50 @@ def test_multipart_keeps_directories_skips_other_fields(daemon, home_dir) -> Non
     assert open(f"{home_dir}/ü space.txt", "rb").read() == b"2"
 
 
-def test_multipart_same_target_twice(daemon, home_dir) -> None:
+def test_multipart_same_target_twice(envd_daemon, home_dir) -> None:
     body, content_type = multipart([("file", "same", b"first"), ("file", "same", b"second")])
     status, _, raw = http(
-        files_url(daemon, path=f"{home_dir}/same"), "POST", body, {"Content-Type": content_type}
+        files_url(envd_daemon, path=f"{home_dir}/same"), "POST", body, {"Content-Type": content_type}
     )
     assert status == 400
     assert "cannot upload multiple files to the same path" in error_body(raw)["message"]
     assert open(f"{home_dir}/same", "rb").read() == b"first"
 
 
-def test_raw_upload_needs_a_path(daemon) -> None:
-    status, _, raw = http(files_url(daemon), "POST", b"x", {"Content-Type": "application/octet-stream"})
+def test_raw_upload_needs_a_path(envd_daemon) -> None:
+    status, _, raw = http(files_url(envd_daemon), "POST", b"x", {"Content-Type": "application/octet-stream"})
     assert (status, error_body(raw)) == (
         400, {"code": 400, "message": "path query parameter is required for raw body upload"}
     )
 
 
-def test_gzip_upload_and_download(daemon, home_dir) -> None:
+def test_gzip_upload_and_download(envd_daemon, home_dir) -> None:
     data = b"compress me " * 10_000
     status, _, raw = http(
-        files_url(daemon, path=f"{home_dir}/gz.txt"), "POST", gzip.compress(data),
+        files_url(envd_daemon, path=f"{home_dir}/gz.txt"), "POST", gzip.compress(data),
         {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"},
     )
     assert status == 200, raw
     assert open(f"{home_dir}/gz.txt", "rb").read() == data
-    status, headers, raw = http(files_url(daemon, path=f"{home_dir}/gz.txt"), headers={"Accept-Encoding": "gzip"})
+    status, headers, raw = http(files_url(envd_daemon, path=f"{home_dir}/gz.txt"), headers={"Accept-Encoding": "gzip"})
     assert headers["Content-Encoding"] == "gzip" and "Content-Length" not in headers
     assert gzip.decompress(raw) == data
-    status, headers, raw = http(files_url(daemon, path=f"{home_dir}/gz.txt"), headers={"Accept-Encoding": "identity"})
+    status, headers, raw = http(
+        files_url(envd_daemon, path=f"{home_dir}/gz.txt"), headers={"Accept-Encoding": "identity"}
+    )
     assert "Content-Encoding" not in headers and raw == data
     assert headers["Content-Length"] == str(len(data))
 
 
-def test_bad_content_type_encoding_and_metadata(daemon, home_dir) -> None:
-    url = files_url(daemon, path=f"{home_dir}/x")
+def test_bad_content_type_encoding_and_metadata(envd_daemon, home_dir) -> None:
+    url = files_url(envd_daemon, path=f"{home_dir}/x")
     status, _, raw = http(url, "POST", b"x", {"Content-Type": "text/plain"})
     assert status == 400 and error_body(raw)["message"].startswith("unsupported content type: text/plain")
     status, _, raw = http(url, "POST", b"x", {"Content-Type": ""})
     assert status == 400 and error_body(raw)["message"].startswith("unsupported content type: ,")
-    status, _, raw = http(url, "POST", b"x", {"Content-Type": "application/octet-stream", "Content-Encoding": "compress"})
+    status, _, raw = http(
+        url, "POST", b"x", {"Content-Type": "application/octet-stream", "Content-Encoding": "compress"}
+    )
     assert (status, error_body(raw)["message"]) == (
         400, "error decompressing request body: unsupported Content-Encoding: compress, supported: [gzip]"
     )
@@ -117,58 +120,41 @@ def test_bad_content_type_encoding_and_metadata(daemon, home_dir) -> None:
     assert not os.path.exists(f"{home_dir}/x")
 
 
-def test_corrupt_gzip_and_broken_multipart_leave_nothing(daemon, home_dir) -> None:
-    url = files_url(daemon, path=f"{home_dir}/bad")
+def test_corrupt_gzip_and_broken_multipart_leave_nothing(envd_daemon, home_dir) -> None:
+    url = files_url(envd_daemon, path=f"{home_dir}/bad")
     corrupt = b"this is not gzip data" * 1000
-    status, _, raw = http(url, "POST", corrupt, {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"})
+    status, _, raw = http(
+        url, "POST", corrupt, {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"}
+    )
     assert status == 400, raw
     assert not os.path.exists(f"{home_dir}/bad")
     body, content_type = multipart([("file", "bad", b"data" * 1000)])
     status, _, raw = http(url, "POST", body[:-30], {"Content-Type": content_type})
     assert status == 400, raw
     assert not os.path.exists(f"{home_dir}/bad")
-    status, _, _ = http(files_url(daemon), "GET")  # still serving
+    status, _, _ = http(files_url(envd_daemon), "GET")  # still serving
     assert status == 400
 
 
-def test_interrupted_upload_leaves_no_partial_file(daemon, home_dir) -> None:
+def test_interrupted_upload_leaves_no_partial_file(envd_daemon, home_dir) -> None:
     target = f"{home_dir}/interrupted.bin"
-    with socket.create_connection(("127.0.0.1", daemon.port)) as sock:
+    with socket.create_connection(("127.0.0.1", envd_daemon.port)) as sock:
         sock.sendall(
             f"POST /files?path={urllib.parse.quote(target)} HTTP/1.1\r\nHost: x\r\n"
             "Content-Type: application/octet-stream\r\nContent-Length: 50000000\r\n\r\n".encode()
         )
         sock.sendall(b"x" * 2_000_000)  # more than one write buffer: data reaches the disk
-        wait_until(lambda: os.path.exists(target) and os.path.getsize(target) > 0)
-    wait_until(lambda: not os.path.exists(target))
-    status, _, _ = http(files_url(daemon, path=target))
+        reached = wait_until(lambda: os.path.exists(target) and os.path.getsize(target) > 0, 20)
+        assert reached, "no data reached the disk"
+    assert wait_until(lambda: not os.path.exists(target), 20), "the partial file stayed"
+    status, _, _ = http(files_url(envd_daemon, path=target))
     assert status == 404
 
 
-def wait_until(condition, limit: float = 20) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, "condition never became true"
-        time.sleep(0.02)
-
-
-@pytest.fixture
-def tiny_fs():
-    """A 256 KiB tmpfs, for a real ENOSPC (needs root and mount rights)."""
-    path = f"/tmp/envd-tiny-{uuid.uuid4().hex[:8]}"
-    os.mkdir(path)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", path]).returncode:
-        os.rmdir(path)
-        pytest.skip("cannot mount a tmpfs here")
-    yield path
-    subprocess.run(["umount", path], check=True)
-    os.rmdir(path)
-
-
-def test_disk_full_is_507_and_leaves_no_file(daemon, tiny_fs) -> None:
+def test_disk_full_is_507_and_leaves_no_file(envd_daemon, tiny_fs) -> None:
     target = f"{tiny_fs}/big.bin"
     status, _, raw = http(
-        files_url(daemon, path=target), "POST", b"x" * 2_000_000,
+        files_url(envd_daemon, path=target), "POST", b"x" * 2_000_000,
         {"Content-Type": "application/octet-stream"},
     )
     assert (status, error_body(raw)) == (507, {"code": 507, "message": "not enough disk space available"})
@@ -178,11 +164,11 @@ def test_disk_full_is_507_and_leaves_no_file(daemon, tiny_fs) -> None:
 # -- downloads --------------------------------------------------------------------
 
 
-def test_download_headers_and_ranges(daemon, home_dir) -> None:
+def test_download_headers_and_ranges(envd_daemon, home_dir) -> None:
     path = f"{home_dir}/ränge.txt"
     with open(path, "wb") as file:
         file.write(b"0123456789")
-    url = files_url(daemon, path=path)
+    url = files_url(envd_daemon, path=path)
     status, headers, raw = http(url, headers={"Accept-Encoding": "identity"})
     assert (status, raw) == (200, b"0123456789")
     assert headers["Content-Type"] == "text/plain; charset=utf-8"
@@ -197,11 +183,11 @@ def test_download_headers_and_ranges(daemon, home_dir) -> None:
     assert (status, headers["Content-Range"]) == (416, "bytes */10")
 
 
-def test_several_ranges_come_as_multipart_byteranges(daemon, home_dir) -> None:
+def test_several_ranges_come_as_multipart_byteranges(envd_daemon, home_dir) -> None:
     path = f"{home_dir}/r.txt"
     with open(path, "wb") as file:
         file.write(b"0123456789")
-    url = files_url(daemon, path=path)
+    url = files_url(envd_daemon, path=path)
     status, headers, raw = http(url, headers={"Range": "bytes=0-1, 5-, -2"})
     assert status == 206
     media_type, _, boundary = headers["Content-Type"].partition("; boundary=")
@@ -223,10 +209,10 @@ def test_several_ranges_come_as_multipart_byteranges(daemon, home_dir) -> None:
     assert http(url, headers={"Range": "bytes=5-2, 0-1"})[0] == 416
 
 
-def test_accept_encoding_negotiation(daemon, home_dir) -> None:
+def test_accept_encoding_negotiation(envd_daemon, home_dir) -> None:
     with open(f"{home_dir}/n.json", "w") as file:
         file.write("{}")
-    url = files_url(daemon, path=f"{home_dir}/n.json")
+    url = files_url(envd_daemon, path=f"{home_dir}/n.json")
     _, headers, _ = http(url, headers={"Accept-Encoding": "gzip"})
     assert headers["Content-Encoding"] == "gzip" and headers["Content-Type"] == "application/json"
     _, headers, _ = http(url, headers={"Accept-Encoding": "gzip;q=1, identity;q=0.5"})
@@ -242,50 +228,50 @@ def test_accept_encoding_negotiation(daemon, home_dir) -> None:
     )
 
 
-def test_download_errors(daemon, home_dir) -> None:
-    status, _, raw = http(files_url(daemon, path=f"{home_dir}/nope"))
+def test_download_errors(envd_daemon, home_dir) -> None:
+    status, _, raw = http(files_url(envd_daemon, path=f"{home_dir}/nope"))
     assert (status, error_body(raw)) == (404, {"code": 404, "message": f"path '{home_dir}/nope' does not exist"})
-    status, headers, raw = http(files_url(daemon, path=home_dir))
+    status, headers, raw = http(files_url(envd_daemon, path=home_dir))
     assert (status, error_body(raw)["message"]) == (400, f"path '{home_dir}' is a directory")
     assert headers["Content-Type"] == "application/json; charset=utf-8"
-    status, _, raw = http(files_url(daemon, path="~root/x"))
+    status, _, raw = http(files_url(envd_daemon, path="~root/x"))
     assert status == 400 and "cannot expand user-specific home dir" in error_body(raw)["message"]
-    status, _, raw = http(files_url(daemon, path="/etc/hostname", username=""))
+    status, _, raw = http(files_url(envd_daemon, path="/etc/hostname", username=""))
     assert (status, error_body(raw)["message"]) == (401, "error looking up user '': user: unknown user ")
 
 
 # -- Connect RPCs with bad bodies ---------------------------------------------------------
 
 
-def test_malformed_rpc_bodies_are_invalid_argument(daemon, home_dir) -> None:
+def test_malformed_rpc_bodies_are_invalid_argument(envd_daemon, home_dir) -> None:
     for body in (b"{not json", b'{"path": 12}', b"[]"):
-        status, reply = unary(daemon, "Stat", body)
+        status, reply = unary(envd_daemon.url, "filesystem.Filesystem/Stat", body)
         assert (status, reply["code"]) == (400, "invalid_argument")
     status, _, raw = http(
-        f"{daemon.url}/filesystem.Filesystem/Stat", "POST", b"\x0a\xff\xff\xff",
+        f"{envd_daemon.url}/filesystem.Filesystem/Stat", "POST", b"\x0a\xff\xff\xff",
         {"Content-Type": "application/proto"},
     )
     assert (status, json.loads(raw)["code"]) == (400, "invalid_argument")
-    status, reply = unary(daemon, "Stat", {"path": home_dir, "unknownField": 1})
+    status, reply = unary(envd_daemon.url, "filesystem.Filesystem/Stat", {"path": home_dir, "unknownField": 1})
     assert status == 200 and reply["entry"]["path"] == home_dir  # still serving
 
 
-def test_wrong_content_type_is_415(daemon) -> None:
+def test_wrong_content_type_is_415(envd_daemon) -> None:
     status, _, _ = http(
-        f"{daemon.url}/filesystem.Filesystem/Stat", "POST", b"{}", {"Content-Type": "text/plain"}
+        f"{envd_daemon.url}/filesystem.Filesystem/Stat", "POST", b"{}", {"Content-Type": "text/plain"}
     )
     assert status == 415
     status, _, _ = http(
-        f"{daemon.url}/filesystem.Filesystem/WatchDir", "POST", b"{}", {"Content-Type": "application/json"}
+        f"{envd_daemon.url}/filesystem.Filesystem/WatchDir", "POST", b"{}", {"Content-Type": "application/json"}
     )
     assert status == 415
 
 
-def test_stat_wire_format(daemon, home_dir) -> None:
+def test_stat_wire_format(envd_daemon, home_dir) -> None:
     with open(f"{home_dir}/x", "w") as file:
         file.write("hello world!!")
     os.chown(f"{home_dir}/x", os.stat("/home/user").st_uid, os.stat("/home/user").st_gid)
-    status, reply = unary(daemon, "Stat", {"path": f"{home_dir}/x"})
+    status, reply = unary(envd_daemon.url, "filesystem.Filesystem/Stat", {"path": f"{home_dir}/x"})
     entry = reply["entry"]
     assert status == 200
     assert {k: entry[k] for k in ("name", "type", "size", "mode", "permissions", "owner")} == {
@@ -293,7 +279,7 @@ def test_stat_wire_format(daemon, home_dir) -> None:
         "permissions": "-rw-r--r--", "owner": "user",
     }
     assert entry["modifiedTime"].endswith("Z")
-    status, reply = unary(daemon, "Stat", {"path": f"{home_dir}/missing"})
+    status, reply = unary(envd_daemon.url, "filesystem.Filesystem/Stat", {"path": f"{home_dir}/missing"})
     assert (status, reply) == (404, {
         "code": "not_found",
         "message": f"file not found: lstat {home_dir}/missing: no such file or directory",
@@ -359,11 +345,10 @@ def test_signature_failures(daemon_factory, home_dir) -> None:
     assert status == 400 and headers["Content-Type"].startswith("text/plain")
     good = files_url(secured, path=path, signature=sign(path, "read", "", TOKEN, None))
     assert http(good)[0::2] == (200, b"s")
-    status, _, _ = http(f"{secured.url}/filesystem.Filesystem/Stat", "POST", b"{}", {"Content-Type": "application/json"})
-    assert status == 401  # RPCs need the header token
+    assert unary(secured.url, "filesystem.Filesystem/Stat", {})[0] == 401  # RPCs need the header token
 
 
-def test_fifo_is_refused_without_blocking_the_daemon(daemon, home_dir) -> None:
+def test_fifo_is_refused_without_blocking_the_daemon(envd_daemon, home_dir) -> None:
     """Reading or writing a named pipe would block forever: 400, and the daemon keeps serving."""
     fifo = f"{home_dir}/pipe"
     os.mkfifo(fifo)
@@ -373,7 +358,7 @@ def test_fifo_is_refused_without_blocking_the_daemon(daemon, home_dir) -> None:
             ("POST", b"data", {"Content-Type": "application/octet-stream"}),
         ):
             request = urllib.request.Request(
-                files_url(daemon, path=fifo), data=body, method=method, headers=headers
+                files_url(envd_daemon, path=fifo), data=body, method=method, headers=headers
             )
             try:
                 with urllib.request.urlopen(request, timeout=5) as response:
@@ -385,7 +370,7 @@ def test_fifo_is_refused_without_blocking_the_daemon(daemon, home_dir) -> None:
             assert reply["code"] == 400 and "not a regular file" in reply["message"], reply
             assert fifo in reply["message"]
             started = time.monotonic()
-            assert http(f"{daemon.url}/health")[0] == 204
+            assert http(f"{envd_daemon.url}/health")[0] == 204
             assert time.monotonic() - started < 2
         assert os.path.exists(fifo) and not os.path.isfile(fifo)  # left as it was
     finally:
@@ -394,7 +379,7 @@ def test_fifo_is_refused_without_blocking_the_daemon(daemon, home_dir) -> None:
         os.close(fd)
 
 
-def test_download_of_a_file_that_shrinks_midway_fails_instead_of_hanging(daemon, home_dir) -> None:
+def test_download_of_a_file_that_shrinks_midway_fails_instead_of_hanging(envd_daemon, home_dir) -> None:
     """Content-Length comes from the stat; a short body must end the connection."""
     from http.client import HTTPConnection, IncompleteRead
 
@@ -402,7 +387,7 @@ def test_download_of_a_file_that_shrinks_midway_fails_instead_of_hanging(daemon,
     size = 256 * 1024 * 1024
     with open(path, "wb") as file:
         file.truncate(size)  # sparse: costs no disk
-    parsed = urllib.parse.urlsplit(daemon.url)
+    parsed = urllib.parse.urlsplit(envd_daemon.url)
     connection = HTTPConnection(parsed.hostname, parsed.port, timeout=10)
     try:
         connection.request("GET", "/files?" + urllib.parse.urlencode({"path": path}))
@@ -417,4 +402,4 @@ def test_download_of_a_file_that_shrinks_midway_fails_instead_of_hanging(daemon,
         assert time.monotonic() - started < 10
     finally:
         connection.close()
-    assert http(f"{daemon.url}/health")[0] == 204
+    assert http(f"{envd_daemon.url}/health")[0] == 204

@@ -10,7 +10,7 @@ import time
 import uuid
 
 from tests.harness import DaemonProcess
-from tests.wire import envelope, http, parse_envelopes
+from tests.wire import envelope, http, stream, unary
 
 JSON = {"Content-Type": "application/json", "Authorization": "Basic dXNlcjo="}  # user:
 STREAM_JSON = {"Content-Type": "application/connect+json", "Authorization": "Basic dXNlcjo="}
@@ -18,23 +18,12 @@ STREAM_JSON = {"Content-Type": "application/connect+json", "Authorization": "Bas
 BOMB = gzip.compress(json.dumps({"path": "/tmp/" + "0" * 100_000_000}).encode(), compresslevel=9)
 
 
-def _rpc(daemon: DaemonProcess, method: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
-    status, _, raw = http(f"{daemon.url}/{method}", "POST", body, headers)
-    return status, json.loads(raw) if raw.startswith(b"{") else {"raw": raw}
-
-
-def _stream(daemon: DaemonProcess, method: str, body: bytes, headers: dict[str, str]) -> dict | None:
-    status, _, raw = http(f"{daemon.url}/{method}", "POST", body, headers)
-    assert status == 200, raw
-    return parse_envelopes(raw)[1]
-
-
 def _healthy(daemon: DaemonProcess) -> bool:
     return http(f"{daemon.url}/health")[0] == 204
 
 
 def test_gzip_bomb_in_a_unary_body_is_resource_exhausted(daemon: DaemonProcess) -> None:
-    status, error = _rpc(daemon, "filesystem.Filesystem/Stat", BOMB, {**JSON, "Content-Encoding": "gzip"})
+    status, error = unary(daemon.url, "filesystem.Filesystem/Stat", BOMB, {**JSON, "Content-Encoding": "gzip"})
     assert (status, error["code"]) == (429, "resource_exhausted"), error
     assert len(json.dumps(error)) < 5000
     assert _healthy(daemon)
@@ -42,7 +31,9 @@ def test_gzip_bomb_in_a_unary_body_is_resource_exhausted(daemon: DaemonProcess) 
 
 def test_gzip_bomb_in_a_stream_envelope_is_resource_exhausted(daemon: DaemonProcess) -> None:
     body = struct.pack(">BI", 0x01, len(BOMB)) + BOMB
-    end = _stream(daemon, "filesystem.Filesystem/WatchDir", body, {**STREAM_JSON, "Connect-Content-Encoding": "gzip"})
+    _, end = stream(
+        daemon.url, "filesystem.Filesystem/WatchDir", body, {**STREAM_JSON, "Connect-Content-Encoding": "gzip"}
+    )
     assert end is not None and end["error"]["code"] == "resource_exhausted", end
     assert _healthy(daemon)
 
@@ -50,7 +41,7 @@ def test_gzip_bomb_in_a_stream_envelope_is_resource_exhausted(daemon: DaemonProc
 def test_concatenated_gzip_members_still_decode(daemon: DaemonProcess) -> None:
     whole = json.dumps({"path": "/tmp"}).encode()
     body = gzip.compress(whole[:5]) + gzip.compress(whole[5:])
-    status, reply = _rpc(daemon, "filesystem.Filesystem/Stat", body, {**JSON, "Content-Encoding": "gzip"})
+    status, reply = unary(daemon.url, "filesystem.Filesystem/Stat", body, {**JSON, "Content-Encoding": "gzip"})
     assert (status, reply["entry"]["path"]) == (200, "/tmp")
 
 
@@ -69,7 +60,7 @@ def test_oversized_unary_body_is_refused_before_it_is_read(daemon: DaemonProcess
 
 def test_errors_never_echo_unbounded_input(daemon: DaemonProcess) -> None:
     body = json.dumps({"path": "/tmp/" + "a" * 1_000_000}).encode()
-    status, error = _rpc(daemon, "filesystem.Filesystem/Stat", body, JSON)
+    status, error = unary(daemon.url, "filesystem.Filesystem/Stat", body, JSON)
     assert status >= 400
     assert len(error["message"]) < 5000
 
@@ -77,7 +68,7 @@ def test_errors_never_echo_unbounded_input(daemon: DaemonProcess) -> None:
 def test_unknown_envelope_flag_starts_nothing(daemon: DaemonProcess, sandbox) -> None:
     marker = f"/tmp/flag-{uuid.uuid4().hex}"
     body = envelope({"process": {"cmd": "/usr/bin/touch", "args": [marker]}}, flags=0x80)
-    end = _stream(daemon, "process.Process/Start", body, STREAM_JSON)
+    _, end = stream(daemon.url, "process.Process/Start", body, STREAM_JSON)
     assert end is not None and end["error"]["code"] == "invalid_argument", end
     time.sleep(0.3)
     assert not sandbox.files.exists(marker)
@@ -86,15 +77,15 @@ def test_unknown_envelope_flag_starts_nothing(daemon: DaemonProcess, sandbox) ->
 def test_end_stream_envelope_on_a_server_stream_is_refused_at_once(daemon: DaemonProcess) -> None:
     """Before, these watched the home directory until the client gave up."""
     for body in (envelope({}, flags=0x02), envelope({"path": "/tmp"}, flags=0x82)):
-        end = _stream(daemon, "filesystem.Filesystem/WatchDir", body, STREAM_JSON)
+        _, end = stream(daemon.url, "filesystem.Filesystem/WatchDir", body, STREAM_JSON)
         assert end is not None and end["error"]["code"] == "invalid_argument", end
-    end = _stream(daemon, "filesystem.Filesystem/WatchDir", b"", STREAM_JSON)
+    _, end = stream(daemon.url, "filesystem.Filesystem/WatchDir", b"", STREAM_JSON)
     assert end is not None and end["error"]["code"] == "invalid_argument", end
 
 
 def test_absurd_keepalive_interval_is_invalid_argument(daemon: DaemonProcess) -> None:
     body = envelope({"process": {"cmd": "/bin/true"}})
-    end = _stream(daemon, "process.Process/Start", body, {**STREAM_JSON, "Keepalive-Ping-Interval": "9" * 400})
+    _, end = stream(daemon.url, "process.Process/Start", body, {**STREAM_JSON, "Keepalive-Ping-Interval": "9" * 400})
     assert end is not None and end["error"]["code"] == "invalid_argument", end
     assert _healthy(daemon)
 
@@ -103,5 +94,5 @@ def test_truncated_or_non_object_json_is_invalid_argument(daemon: DaemonProcess)
     """Never guessed into an empty request (a Move of nothing would mean the home directory)."""
     for method in ("Move", "ListDir", "Stat", "Remove"):
         for body in (b'{"path": 123', b'{"source": "/tmp/a"', b"[]", b"nul", b'"text"'):
-            status, error = _rpc(daemon, f"filesystem.Filesystem/{method}", body, JSON)
+            status, error = unary(daemon.url, f"filesystem.Filesystem/{method}", body, JSON)
             assert (status, error.get("code")) == (400, "invalid_argument"), (method, body, error)

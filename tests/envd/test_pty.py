@@ -9,7 +9,8 @@ import pytest
 from e2b import CommandExitException, NotFoundException, SandboxException
 from e2b.sandbox.commands.command_handle import PtySize
 
-from tests.envd.test_commands import _alive, _wait_until
+from tests.envd.helpers import alive
+from tests.harness import wait_until
 
 
 def _read_until(handle, needle: bytes) -> bytes:
@@ -58,7 +59,7 @@ def test_pty_ctrl_c_interrupts_the_foreground_job(sandbox) -> None:
     terminal = sandbox.pty.create(PtySize(rows=24, cols=80))
     sandbox.pty.send_stdin(terminal.pid, b"sleep 60\n")
     # `|| true`: ps exits 1 while the shell has no child yet.
-    assert _wait_until(
+    assert wait_until(
         lambda: "sleep 60" in sandbox.commands.run(f"ps -o args= --ppid {terminal.pid} || true").stdout
     )
     sandbox.pty.send_stdin(terminal.pid, b"\x03")
@@ -110,9 +111,9 @@ def test_pty_kill_takes_background_jobs(sandbox) -> None:
     terminal = sandbox.pty.create(PtySize(rows=24, cols=80))
     sandbox.pty.send_stdin(terminal.pid, b"sleep 1000 & echo job=$!:end\n")
     job = int(_read_until_match(terminal, rb"job=(\d+):end").group(1))
-    assert _alive(job)
+    assert alive(job)
     assert terminal.kill()
-    assert _wait_until(lambda: not _alive(job)), f"background job {job} survived"
+    assert wait_until(lambda: not alive(job)), f"background job {job} survived"
 
 
 def test_pty_connect_after_disconnect(sandbox) -> None:

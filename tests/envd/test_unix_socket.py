@@ -17,7 +17,7 @@ import psutil
 import pytest
 from aiohttp import web
 
-from tests.envd.fs_client import user_ids
+from tests.envd.helpers import user_ids
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.host_only]
 
@@ -97,7 +97,8 @@ async def test_the_port_header_alone_picks_the_api(ingress) -> None:
         body = json.dumps({"code": "6 * 7"})
         async with http.post("http://sandbox/execute", data=body, headers={"E2b-Sandbox-Port": "49999"}) as response:
             lines = [json.loads(line) for line in (await response.text()).splitlines()]
-        assert {"type": "result", "text": "42"}.items() <= next(l for l in lines if l["type"] == "result").items()
+        result = next(line for line in lines if line["type"] == "result")
+        assert {"type": "result", "text": "42"}.items() <= result.items()
         async with http.post("http://sandbox/execute", data=body) as response:
             assert response.status == 404  # envd has no /execute: never routed by path
         async with http.get("http://sandbox/envs", headers={"E2b-Sandbox-Port": "49999"}) as response:

@@ -8,7 +8,8 @@ import pytest
 from e2b.sandbox.signature import get_signature
 
 from envd.auth import SignatureError, check_file_access, sign
-from envd.users import PathError, User, basic_auth_username, resolve_path
+from envd.permissions import basic_auth_username
+from envd.users import PathError, User, resolve_path
 
 USER = User("user", 1000, 1000, "/home/user", "/bin/bash")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
+import urllib.request
 
 import pytest
 from e2b_code_interpreter import Sandbox
@@ -21,6 +21,7 @@ from tests.harness import (
     free_port,
     no_zombies_soon,
     start_container,
+    wait_until,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -137,28 +138,23 @@ def test_stop_ends_everything_gracefully_within_five_seconds() -> None:
 
 
 def _wait_health(url: str, status: int, timeout: float = 60) -> bool:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == status:
-                    return True
+                return response.status == status
         except OSError:
-            pass
-        time.sleep(0.1)
-    return False
+            return False
+
+    return wait_until(answers, timeout, interval=0.1)
 
 
 def _healthcheck_passes(daemon: ContainerDaemon) -> bool:
     """Podman runs the image's HEALTHCHECK on demand; Docker on its own interval."""
     if daemon.engine == "podman":
         return daemon.engine_run("healthcheck", "run", daemon.name).returncode == 0
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def healthy() -> bool:
         status = daemon.engine_run("inspect", "--format", "{{.State.Health.Status}}", daemon.name)
-        if status.stdout.strip() == "healthy":
-            return True
-        time.sleep(1)
-    return False
+        return status.stdout.strip() == "healthy"
+
+    return wait_until(healthy, 60, interval=1)

@@ -15,8 +15,9 @@ import logging
 import math
 import subprocess
 import sys
+from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any, Dict, Iterator
+from typing import Any
 
 import matplotlib
 
@@ -59,7 +60,7 @@ def _close_figures() -> Iterator[None]:
     plt.close("all")
 
 
-def sdk_chart(chart: Dict[str, Any]) -> Any:
+def sdk_chart(chart: dict[str, Any]) -> Any:
     """What a user gets: the dict as JSON on the wire, then the SDK's Result."""
     wire = json.loads(json.dumps(chart, allow_nan=False))
     assert wire == chart  # JSON-clean: no numpy scalars, no tuples
@@ -214,7 +215,7 @@ def test_line_log_scale_with_grid() -> None:
     # Each label is matplotlib's rendering of its own tick (which ticks it
     # picks depends on the matplotlib version).
     assert len(chart["y_tick_labels"]) == len(chart["y_ticks"]) > 2
-    for tick, label in zip(chart["y_ticks"], chart["y_tick_labels"]):
+    for tick, label in zip(chart["y_ticks"], chart["y_tick_labels"], strict=True):
         assert label == f"$\\mathdefault{{10^{{{round(math.log10(tick))}}}}}$"
     assert len(chart["elements"]) == 1
     line = chart["elements"][0]
@@ -314,7 +315,7 @@ def test_scatter() -> None:
     assert (chart["x_scale"], chart["y_scale"]) == ("linear", "linear")
     first, second = chart["elements"]
     assert first["label"] == "Dataset 1"
-    assert first["points"] == [[float(a), float(b)] for a, b in zip(x1, y1)]
+    assert first["points"] == [[float(a), float(b)] for a, b in zip(x1, y1, strict=True)]
     assert second["label"] == "Dataset 2"
     assert second["points"] == [[float(i), float(2 * i)] for i in range(10)]
     assert all_floats(chart["x_ticks"]) and all(isinstance(s, str) for s in chart["x_tick_labels"])
@@ -353,7 +354,7 @@ def test_bar_categorical() -> None:
     assert chart == {
         "type": "bar", "title": "Book Sales by Authors",
         "elements": [{"label": f"Author {c}", "group": "Books Sold", "value": v}
-                     for c, v in zip("ABCD", (100.0, 200.0, 300.0, 400.0))],
+                     for c, v in zip("ABCD", (100.0, 200.0, 300.0, 400.0), strict=True)],
         "x_label": "Authors", "y_label": "Number of Books Sold", "x_unit": None, "y_unit": None,
     }
     assert list(chart) == PLANAR_KEYS

@@ -12,7 +12,7 @@ import datetime
 import json
 import textwrap
 import urllib.request
-from typing import Any, Dict, List
+from typing import Any
 
 from e2b_code_interpreter import Sandbox
 from e2b_code_interpreter.charts import (
@@ -140,7 +140,7 @@ def test_bar(sandbox: Sandbox) -> None:
     assert chart.to_dict() == {
         "type": "bar", "title": "Book Sales by Authors",
         "elements": [{"label": f"Author {c}", "group": "Books Sold", "value": v}
-                     for c, v in zip("ABCD", (100.0, 200.0, 300.0, 400.0))],
+                     for c, v in zip("ABCD", (100.0, 200.0, 300.0, 400.0), strict=True)],
         "x_label": "Authors", "y_label": "Number of Books Sold", "x_unit": None, "y_unit": None,
     }
 
@@ -271,7 +271,7 @@ def test_to_json_keeps_chart(sandbox: Sandbox) -> None:
     assert json.loads(execution.to_json())["results"][0]["chart"]["type"] == "scatter"
 
 
-def _raw_result_lines(daemon: Any, code: str) -> List[Dict[str, Any]]:
+def _raw_result_lines(daemon: Any, code: str) -> list[dict[str, Any]]:
     """POST /execute by hand: the SDK hides ``"chart": {}`` (it maps it to None)."""
     request = urllib.request.Request(
         f"{daemon.url}/execute", data=json.dumps({"code": code}).encode(),

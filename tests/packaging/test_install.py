@@ -14,7 +14,7 @@ import sys
 import pytest
 from e2b_code_interpreter import Sandbox
 
-from tests.harness import DaemonProcess, ROOT, free_port, wait_healthy
+from tests.harness import ROOT, DaemonProcess, free_port, wait_healthy
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ import psutil
 import pytest
 from e2b import TimeoutException
 
+from tests.harness import wait_until
+
 pytestmark = pytest.mark.timeout(180)
 
 CI_HEADERS = {"E2b-Sandbox-Port": "49999", "Content-Type": "application/json"}
@@ -153,11 +155,8 @@ def _stream_in_thread(daemon, body: dict, out: list) -> threading.Thread:
 
 
 def _wait_running(lines: list) -> None:
-    for _ in range(200):
-        if any(line.get("type") == "stdout" for line in lines):
-            return
-        threading.Event().wait(0.05)
-    raise AssertionError(f"execution never started: {lines}")
+    started = wait_until(lambda: any(line.get("type") == "stdout" for line in lines))
+    assert started, f"execution never started: {lines}"
 
 
 @pytest.mark.parametrize("action", ["restart", "delete"])

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from tests.kernel_bridge.kernels import require_kernel
 from kernel_bridge import languages, messages
+from tests.kernel_bridge.kernels import require_kernel
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -252,7 +252,8 @@ async def test_async_statefulness_and_error(async_sandbox):
 
 async def test_async_display_and_dataframe(async_sandbox):
     execution = await async_sandbox.run_code(
-        "import pandas as pd\nimport matplotlib.pyplot as plt\nplt.bar(['a','b'],[1,2])\nplt.show()\npd.DataFrame({'z': [1.5, None]})"
+        "import pandas as pd\nimport matplotlib.pyplot as plt\nplt.bar(['a','b'],[1,2])\nplt.show()\n"
+        "pd.DataFrame({'z': [1.5, None]})"
     )
     assert execution.results[0].png
     assert execution.results[1].data == {"z": [1.5, None]}
