@@ -287,7 +287,7 @@ class RssSampler:
         self.before = self.peak = self.process.memory_info().rss
         self._stop = threading.Event()
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self

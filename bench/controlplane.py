@@ -30,7 +30,6 @@ from tests.controlplane.harness import (
 )
 
 KEY = "bench-key"
-GB = 1000 * 1000 * 1000
 
 
 def create_and_tti(count: int, warm: bool) -> list[Target]:

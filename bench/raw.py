@@ -8,6 +8,7 @@ import pwd
 import shutil
 import subprocess
 import time
+from typing import TypedDict
 
 from aiohttp import ClientSession, web
 from jupyter_client.manager import AsyncKernelManager
@@ -106,6 +107,14 @@ async def kernels_concurrent(kernels: list[RawKernel], runs: int) -> float:
     return len(kernels) * runs / (time.perf_counter() - started)
 
 
+class _Credentials(TypedDict, total=False):
+    """Who the spawned shell runs as (root only: the daemon drops to the user too)."""
+
+    user: int
+    group: int
+    extra_groups: list[int]
+
+
 async def spawn_latency(command: str, count: int, user: str = "user") -> Latency:
     """What starting the same shell command costs with asyncio directly.
 
@@ -117,7 +126,7 @@ async def spawn_latency(command: str, count: int, user: str = "user") -> Latency
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME": account.pw_dir, "USER": user, "LOGNAME": user, "E2B_SANDBOX": "true",
     }
-    credentials = (
+    credentials: _Credentials = (
         {"user": account.pw_uid, "group": account.pw_gid,
          "extra_groups": os.getgrouplist(user, account.pw_gid)}
         if os.geteuid() == 0 else {}
@@ -153,7 +162,7 @@ async def loopback_http(size: int, path: str) -> tuple[float, float]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]  # the one site's (host, port)
     chunk = os.urandom(1 << 20)
 
     async def body():

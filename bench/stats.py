@@ -66,6 +66,6 @@ def render(rows: list[Target]) -> str:
     header = ["case", "envd", "baseline", "target", "result"]
     table = [header] + [row.cells() for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in table]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in table]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)

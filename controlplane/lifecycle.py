@@ -7,6 +7,7 @@ import logging
 import secrets
 import time
 from datetime import datetime, timezone
+from typing import TypedDict
 
 import aiohttp
 
@@ -34,6 +35,18 @@ class StartTimeout(Exception):
     """The daemon did not answer within START_DEADLINE; the sandbox was removed."""
 
 
+class _Claims(TypedDict):
+    """What `create` passes on to `_hand_over`, warm or new container alike."""
+
+    team: str
+    alias: str | None
+    timeout: int
+    metadata: dict[str, str]
+    env_vars: dict[str, str]
+    secure: bool
+    internet: bool | None
+
+
 class Manager:
     """Every sandbox of this instance, in memory, mirrored to the store."""
 
@@ -46,7 +59,7 @@ class Manager:
         self.metrics = MetricsSampler(backend)
         self._timer: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()  # kills and pool fills
+        self._background: set[asyncio.Task[object]] = set()  # kills and pool fills
         self._pool: dict[str, list[Sandbox]] = {}  # template id -> ready, unclaimed
         self._filling: dict[str, int] = {}  # template id -> pool containers starting
 
@@ -110,8 +123,8 @@ class Manager:
         internet: bool | None,
     ) -> Sandbox:
         """A warm container from the pool when one is ready (default network only), else a new one."""
-        claims = dict(team=team, alias=alias, timeout=timeout, metadata=metadata, env_vars=env_vars,
-                      secure=secure, internet=internet)
+        claims = _Claims(team=team, alias=alias, timeout=timeout, metadata=metadata, env_vars=env_vars,
+                         secure=secure, internet=internet)
         warm = self._claim(template) if internet is not False else None
         if warm is not None:
             try:

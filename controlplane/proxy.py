@@ -16,7 +16,6 @@ from aiohttp import web
 from controlplane.lifecycle import Manager
 from envd.http.forward import relay
 
-ENVD_PORT = 49983
 CODE_PORT = 49999
 SANDBOX_ID = re.compile(r"[a-z0-9]{20}")
 CONNECT_ATTEMPTS = 5
@@ -54,7 +53,9 @@ class Proxy:
             # The daemon checks too; here nobody without the token reaches it at all.
             given = request.headers.get("X-Access-Token", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(sandbox.access_token.encode(), given):
-                raise ProxyError(401, {"code": 401, "message": "unauthorized access, please provide a valid access token"})
+                raise ProxyError(
+                    401, {"code": 401, "message": "unauthorized access, please provide a valid access token"}
+                )
         headers = {
             "E2b-Sandbox-Id": sandbox_id,
             "E2b-Sandbox-Port": str(port),

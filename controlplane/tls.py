@@ -125,6 +125,8 @@ def _write_leaf(paths: Certificates, ca_key_path: str, domain_host: str) -> None
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        # Both ignores: cryptography types a loaded key as any kind (DH, X25519, ...), even
+        # those that cannot sign; ours is the EC key _write_ca made (or one the user put there).
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()), critical=False  # type: ignore[arg-type]
         )
