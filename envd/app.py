@@ -99,6 +99,7 @@ class Daemon:
             + self.connect.routes()
         )
         if with_code:
+            assert self.code_interpreter is not None
             for middleware in self._code_middlewares():
                 app.middlewares.append(mw.only_for(mw.CODE, middleware))
             code_routes = app.add_routes(self.code_interpreter.routes())

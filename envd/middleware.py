@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from envd.auth import TOKEN_EXEMPT, UNAUTHORIZED_MESSAGE, token_matches
 from envd.config import CODE_INTERPRETER_PORT, ENVD_PORT, Config
@@ -18,8 +19,6 @@ from envd.http.forward import PortForwarder
 
 log = logging.getLogger("envd.access")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 #: Which API a request is for, on a port that may serve both; on the Unix
 #: socket also FORWARD, for a program's own port (`FORWARD_PORT_KEY`).

@@ -56,7 +56,7 @@ def _unknown_type(mode: int) -> bool:
     )
 
 
-def file_type(mode: int) -> int:
+def file_type(mode: int) -> FileType:
     """FILE and DIRECTORY only; FIFOs, sockets and devices are UNSPECIFIED (SDK drops them)."""
     if stat.S_ISREG(mode):
         return FileType.FILE_TYPE_FILE

@@ -138,7 +138,7 @@ def remove_tree(path: str) -> None:
             pass
 
 
-def _ignore_vanished(function, path, exc_info) -> None:  # type: ignore[no-untyped-def]
+def _ignore_vanished(function: object, path: str, exc_info: tuple[type[BaseException], BaseException, object]) -> None:
     """A concurrent delete is not an error for `rm -rf`."""
     if not isinstance(exc_info[1], FileNotFoundError):
         raise exc_info[1]

@@ -13,7 +13,10 @@ import errno
 import os
 import posixpath
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from google.protobuf.message import Message
 
 from envd.blocking import run_blocking
 from envd.config import Config
@@ -62,20 +65,17 @@ class FilesystemService:
         self._streams: set[EventStream] = set()
 
     def rpcs(self) -> list[Rpc]:
-        unary = [
-            ("Stat", pb.StatRequest, pb.StatResponse, self.stat),
-            ("MakeDir", pb.MakeDirRequest, pb.MakeDirResponse, self.make_dir),
-            ("Move", pb.MoveRequest, pb.MoveResponse, self.move),
-            ("ListDir", pb.ListDirRequest, pb.ListDirResponse, self.list_dir),
-            ("Remove", pb.RemoveRequest, pb.RemoveResponse, self.remove),
-            ("CreateWatcher", pb.CreateWatcherRequest, pb.CreateWatcherResponse, self.create_watcher),
-            ("GetWatcherEvents", pb.GetWatcherEventsRequest, pb.GetWatcherEventsResponse,
-             self.get_watcher_events),
-            ("RemoveWatcher", pb.RemoveWatcherRequest, pb.RemoveWatcherResponse, self.remove_watcher),
+        unary: list[tuple[str, type[Message], Callable[..., Any]]] = [
+            ("Stat", pb.StatRequest, self.stat),
+            ("MakeDir", pb.MakeDirRequest, self.make_dir),
+            ("Move", pb.MoveRequest, self.move),
+            ("ListDir", pb.ListDirRequest, self.list_dir),
+            ("Remove", pb.RemoveRequest, self.remove),
+            ("CreateWatcher", pb.CreateWatcherRequest, self.create_watcher),
+            ("GetWatcherEvents", pb.GetWatcherEventsRequest, self.get_watcher_events),
+            ("RemoveWatcher", pb.RemoveWatcherRequest, self.remove_watcher),
         ]
-        rpcs = [
-            Rpc(SERVICE, name, Kind.UNARY, req, handler, errors=ERRORS) for name, req, _, handler in unary
-        ]
+        rpcs = [Rpc(SERVICE, name, Kind.UNARY, req, handler, errors=ERRORS) for name, req, handler in unary]
         rpcs.append(
             Rpc(
                 SERVICE, "WatchDir", Kind.SERVER_STREAM, pb.WatchDirRequest, self.watch_dir,

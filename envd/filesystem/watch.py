@@ -50,7 +50,7 @@ NETWORK_FILESYSTEMS = {
 }
 
 #: Kernel bits → E2B event types, in the order one event's types are emitted.
-_TRANSLATION: tuple[tuple[Mask, int], ...] = (
+_TRANSLATION: tuple[tuple[Mask, EventType], ...] = (
     (Mask.CREATE | Mask.MOVED_TO, EventType.EVENT_TYPE_CREATE),
     (Mask.MOVED_FROM | Mask.MOVE_SELF, EventType.EVENT_TYPE_RENAME),
     (Mask.ATTRIB, EventType.EVENT_TYPE_CHMOD),
@@ -73,7 +73,7 @@ class EventSink(Protocol):
     def error(self, message: str) -> None: ...
 
 
-def translate(mask: Mask) -> list[int]:
+def translate(mask: Mask) -> list[EventType]:
     """E2B event types for one kernel event, in the order of docs/envd-api.md §4.11."""
     return [kind for bits, kind in _TRANSLATION if mask & bits]
 
@@ -231,8 +231,8 @@ class DirWatcher:
 
     def _replay(self, found: list[FilesystemEvent]) -> None:
         """Report what a walk found, then the events held meanwhile, in order."""
-        for event in found:
-            self._sink.event(event)
+        for reported in found:
+            self._sink.event(reported)
         held, self._held = self._held or [], None
         for index, event in enumerate(held):
             if self._inotify is None:
@@ -321,7 +321,7 @@ class DirWatcher:
             return "."
         return path[len(self.root.rstrip("/")) + 1:]
 
-    def _event(self, path: str, kind: int) -> FilesystemEvent:
+    def _event(self, path: str, kind: EventType) -> FilesystemEvent:
         event = FilesystemEvent(name=printable(self._relative(path)), type=kind)
         if self.include_entry and kind in _WITH_ENTRY:
             try:

@@ -165,8 +165,10 @@ async def _relay_response(request: web.Request, upstream: aiohttp.ClientResponse
     return response
 
 
-async def _pump(source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-                sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse) -> None:
+async def _pump(
+    source: web.WebSocketResponse[bool] | aiohttp.ClientWebSocketResponse[bool],
+    sink: web.WebSocketResponse[bool] | aiohttp.ClientWebSocketResponse[bool],
+) -> None:
     """Relay frames one way until a close; each kind as it came."""
     async for message in source:
         if message.type is aiohttp.WSMsgType.TEXT:

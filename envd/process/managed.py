@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from typing import Any
 
 from envd.process.fdio import close_quietly, read_chunk, write_all
 from envd.process.output import Broadcaster, Subscription
@@ -79,7 +80,8 @@ class ManagedProcess:
         readers = asyncio.gather(*(self._forward(source) for source in self._spawned.sources))
         stop = asyncio.create_task(self._stop_waiting_for_eof.wait())
         try:
-            await asyncio.wait({readers, stop}, return_when=asyncio.FIRST_COMPLETED)
+            waiters: list[asyncio.Future[Any]] = [readers, stop]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             returncode = await self.proc.wait()
             if not readers.done():
                 readers.cancel()

@@ -10,7 +10,10 @@ import asyncio
 import logging
 import signal
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from google.protobuf.message import Message
 
 from envd.config import Config
 from envd.connect import Code, ConnectError, Kind, Rpc, RpcContext
@@ -47,23 +50,26 @@ class ProcessService:
         self.registry = Registry()
 
     def rpcs(self) -> list[Rpc]:
-        def rpc(method: str, kind: Kind, req: type, resp: type, handler, keepalive=None) -> Rpc:  # type: ignore[no-untyped-def]
+        def rpc(
+            method: str,
+            kind: Kind,
+            req: type[Message],
+            handler: Callable[..., Any],
+            keepalive: Callable[[], Message] | None = None,
+        ) -> Rpc:
             return Rpc(SERVICE, method, kind, req, handler, keepalive, ERRORS)
 
         return [
-            rpc("Start", Kind.SERVER_STREAM, pb.StartRequest, pb.StartResponse, self.start,
+            rpc("Start", Kind.SERVER_STREAM, pb.StartRequest, self.start,
                 lambda: pb.StartResponse(event=_keepalive())),
-            rpc("Connect", Kind.SERVER_STREAM, pb.ConnectRequest, pb.ConnectResponse, self.connect,
+            rpc("Connect", Kind.SERVER_STREAM, pb.ConnectRequest, self.connect,
                 lambda: pb.ConnectResponse(event=_keepalive())),
-            rpc("List", Kind.UNARY, pb.ListRequest, pb.ListResponse, self.list),
-            rpc("SendInput", Kind.UNARY, pb.SendInputRequest, pb.SendInputResponse, self.send_input),
-            rpc("StreamInput", Kind.CLIENT_STREAM, pb.StreamInputRequest, pb.StreamInputResponse,
-                self.stream_input),
-            rpc("CloseStdin", Kind.UNARY, pb.CloseStdinRequest, pb.CloseStdinResponse,
-                self.close_stdin),
-            rpc("SendSignal", Kind.UNARY, pb.SendSignalRequest, pb.SendSignalResponse,
-                self.send_signal),
-            rpc("Update", Kind.UNARY, pb.UpdateRequest, pb.UpdateResponse, self.update),
+            rpc("List", Kind.UNARY, pb.ListRequest, self.list),
+            rpc("SendInput", Kind.UNARY, pb.SendInputRequest, self.send_input),
+            rpc("StreamInput", Kind.CLIENT_STREAM, pb.StreamInputRequest, self.stream_input),
+            rpc("CloseStdin", Kind.UNARY, pb.CloseStdinRequest, self.close_stdin),
+            rpc("SendSignal", Kind.UNARY, pb.SendSignalRequest, self.send_signal),
+            rpc("Update", Kind.UNARY, pb.UpdateRequest, self.update),
         ]
 
     async def close(self) -> None:

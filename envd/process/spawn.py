@@ -18,6 +18,7 @@ import stat
 import struct
 import termios
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from envd.process.fdio import close_quietly
 from envd.users import PathError, User, resolve_path
@@ -102,14 +103,22 @@ def set_window_size(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def _credentials(user: User) -> dict[str, object]:
+class Credentials(TypedDict, total=False):
+    """What `asyncio.create_subprocess_exec` takes to start a child as another user."""
+
+    user: int
+    group: int
+    extra_groups: list[int]
+
+
+def _credentials(user: User) -> Credentials:
     """uid, primary gid and supplementary groups; only root can switch (tests run as root)."""
     if os.geteuid() != 0:
-        return {}
-    return {"user": user.uid, "group": user.gid, "extra_groups": user.groups()}
+        return Credentials()
+    return Credentials(user=user.uid, group=user.gid, extra_groups=user.groups())
 
 
-Launch = tuple[list[str], dict[str, str], dict[str, object]]
+Launch = tuple[list[str], dict[str, str], Credentials]
 
 
 def _as_user(argv: list[str], env: dict[str, str], cwd: str, user: User) -> Launch:
@@ -126,19 +135,20 @@ def _as_user(argv: list[str], env: dict[str, str], cwd: str, user: User) -> Laun
     so they are exec'd without the request's loader variables (`LOADER_ENV`).
     """
     if os.geteuid() != 0:
-        return argv, env, {}
+        return argv, env, Credentials()
     groups = user.groups()
     if (user.uid, user.gid) == (os.getuid(), os.getgid()) and set(groups) == set(os.getgroups()):
-        return argv, env, {}  # already that user: nothing to switch
+        return argv, env, Credentials()  # already that user: nothing to switch
     helper_env = {key: value for key, value in env.items() if key not in LOADER_ENV}
     loader_vars = [f"{key}={value}" for key, value in env.items() if key in LOADER_ENV]
     restorable = not loader_vars or (ENV is not None and "=" not in argv[0])
-    if SETPRIV is None or not restorable or not _runnable(argv[0], env, cwd, user, groups):
+    setpriv = SETPRIV
+    if setpriv is None or not restorable or not _runnable(argv[0], env, cwd, user, groups):
         return argv, env, _credentials(user)
     group_option = f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"
-    switch = [SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", group_option, "--"]
-    restore = [ENV, *loader_vars] if loader_vars else []
-    return [*switch, *restore, *argv], helper_env, {}
+    switch = [setpriv, f"--reuid={user.uid}", f"--regid={user.gid}", group_option, "--"]
+    restore = [ENV, *loader_vars] if loader_vars and ENV else []
+    return [*switch, *restore, *argv], helper_env, Credentials()
 
 
 def _runnable(program: str, env: dict[str, str], cwd: str, user: User, groups: list[int]) -> bool:
@@ -192,8 +202,8 @@ async def spawn_pipes(
             close_quietly(fd)
         raise
     finally:
-        for fd in (out_w, err_w, in_r):
-            close_quietly(fd)
+        for theirs in (out_w, err_w, in_r):
+            close_quietly(theirs)
     for fd in ours:
         os.set_blocking(fd, False)
     return Spawned(

@@ -27,7 +27,7 @@ GO_SIGNAL_NAMES: dict[int, str] = {
     signal.SIGPIPE: "broken pipe",
     signal.SIGALRM: "alarm clock",
     signal.SIGTERM: "terminated",
-    signal.SIGSTKFLT: "stack fault",
+    signal.SIGSTKFLT: "stack fault",  # type: ignore[attr-defined]  # Linux-only; typeshed omits it
     signal.SIGCHLD: "child exited",
     signal.SIGCONT: "continued",
     signal.SIGSTOP: "stopped (signal)",

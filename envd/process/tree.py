@@ -34,7 +34,7 @@ def signal_tree(leader: int, signum: int) -> bool:
 
 def session_members(sid: int) -> list[int]:
     """Pids whose session id is `sid`, from /proc (empty where /proc is unavailable)."""
-    members = []
+    members: list[int] = []
     try:
         entries = os.listdir("/proc")
     except OSError:
