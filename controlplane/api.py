@@ -25,7 +25,7 @@ from controlplane.records import PAUSED, RUNNING, Sandbox
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TEAM = "team"
-UNSUPPORTED_FIELDS = ("mcp", "iam", "volumeMounts", "network", "autoPause", "autoResume")
+UNSUPPORTED_FIELDS = ("mcp", "iam", "volumeMounts", "network")
 #: Routes of the SDKs this control plane does not offer (yet): 501, never a silent success.
 NOT_SUPPORTED = {
     ("POST", "/sandboxes/{id}/fork"): "fork",
@@ -131,11 +131,12 @@ class Api:
         internet = body.get("allow_internet_access")
         if internet is not None and not isinstance(internet, bool):
             raise ApiError(400, "allow_internet_access must be a boolean")
+        auto_pause, auto_resume = _lifecycle(body)
         try:
             sandbox = await self.manager.create(
                 request[TEAM], template, alias=name if name != template.id else None, timeout=timeout,
                 metadata=_string_map(body, "metadata"), env_vars=_string_map(body, "envVars"),
-                secure=secure, internet=internet,
+                secure=secure, internet=internet, auto_pause=auto_pause, auto_resume=auto_resume,
             )
         except StartTimeout as exc:
             raise ApiError(504, str(exc), {"Should-Retry": "false"}) from None
@@ -205,7 +206,7 @@ class Api:
             **sandbox.listed(self.settings.client_id),
             **self._sandbox(sandbox),
             "allowInternetAccess": sandbox.allow_internet,
-            "lifecycle": {"onTimeout": "kill", "autoResume": False},
+            "lifecycle": {"onTimeout": "pause" if sandbox.auto_pause else "kill", "autoResume": sandbox.auto_resume},
         }
         if sandbox.state == PAUSED:
             detail["pauseMode"] = "full"
@@ -223,6 +224,7 @@ class Api:
         if sandbox.state == PAUSED:
             raise ApiError(409, f"Sandbox \"{sandbox.id}\" is paused")
         timeout = self._timeout(await _json_object(request), "timeout", allow_zero=True)
+        sandbox.timeout = timeout
         self.manager.set_end(sandbox, time.time() + timeout)
         return web.Response(status=204)
 
@@ -301,6 +303,23 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object")
     return body
+
+
+def _lifecycle(body: dict[str, Any]) -> tuple[bool, bool]:
+    """(autoPause, autoResume.enabled) of a create body; only a frozen pause is offered."""
+    auto_pause = body.get("autoPause", False)
+    if not isinstance(auto_pause, bool):
+        raise ApiError(400, "autoPause must be a boolean")
+    if body.get("autoPauseMemory") is False:
+        raise ApiError(400, "autoPauseMemory is not supported by the local control plane: pauses keep memory")
+    resume = body.get("autoResume")
+    if resume is None:
+        return auto_pause, False
+    if not isinstance(resume, dict) or not isinstance(resume.get("enabled"), bool):
+        raise ApiError(400, 'autoResume must be {"enabled": true|false}')
+    if resume["enabled"] and not auto_pause:
+        raise ApiError(400, "autoResume needs autoPause: only a sandbox paused at its timeout resumes on traffic")
+    return auto_pause, resume["enabled"]
 
 
 def _string(body: dict[str, Any], field: str, required: bool = False) -> str:

@@ -45,6 +45,8 @@ class _Claims(TypedDict):
     env_vars: dict[str, str]
     secure: bool
     internet: bool | None
+    auto_pause: bool
+    auto_resume: bool
 
 
 class Manager:
@@ -62,6 +64,7 @@ class Manager:
         self._background: set[asyncio.Task[object]] = set()  # kills and pool fills
         self._pool: dict[str, list[Sandbox]] = {}  # template id -> ready, unclaimed
         self._filling: dict[str, int] = {}  # template id -> pool containers starting
+        self._resuming: dict[str, asyncio.Lock] = {}  # sandbox id -> held while it is resumed
 
     # ------------------------------------------------------------ start and stop
 
@@ -121,10 +124,12 @@ class Manager:
         env_vars: dict[str, str],
         secure: bool,
         internet: bool | None,
+        auto_pause: bool = False,
+        auto_resume: bool = False,
     ) -> Sandbox:
         """A warm container from the pool when one is ready (default network only), else a new one."""
         claims = _Claims(team=team, alias=alias, timeout=timeout, metadata=metadata, env_vars=env_vars,
-                         secure=secure, internet=internet)
+                         secure=secure, internet=internet, auto_pause=auto_pause, auto_resume=auto_resume)
         warm = self._claim(template) if internet is not False else None
         if warm is not None:
             try:
@@ -138,10 +143,12 @@ class Manager:
     async def _hand_over(
         self, sandbox: Sandbox, template: Template, *, team: str, alias: str | None, timeout: int,
         metadata: dict[str, str], env_vars: dict[str, str], secure: bool, internet: bool | None,
+        auto_pause: bool, auto_resume: bool,
     ) -> Sandbox:
         """Give a started container to its team: record it, then `/init` (removed if that fails)."""
         now = time.time()
         sandbox.team, sandbox.alias, sandbox.allow_internet = team, alias, internet
+        sandbox.auto_pause, sandbox.auto_resume, sandbox.timeout = auto_pause, auto_resume, timeout
         sandbox.started_at, sandbox.end_at = now, now + timeout
         sandbox.metadata, sandbox.env_vars = metadata, env_vars
         sandbox.access_token = secrets.token_hex(32) if secure else None
@@ -235,10 +242,27 @@ class Manager:
         self.store.save(sandbox)
         return True
 
-    async def resume(self, sandbox: Sandbox, timeout: int) -> None:
-        await self.backend.unpause(sandbox.id)
-        sandbox.state = RUNNING
-        self.set_end(sandbox, time.time() + timeout)
+    async def resume(self, sandbox: Sandbox, timeout: int) -> bool:
+        """Thaw it, timing out `timeout` s from now; False if it was not paused (any more).
+
+        One resume at a time per sandbox: the API and traffic (auto-resume)
+        may ask at once, and the engine refuses to unpause a running container.
+        """
+        async with self._resuming.setdefault(sandbox.id, asyncio.Lock()):
+            if sandbox.state != PAUSED or self.sandboxes.get(sandbox.id) is not sandbox:
+                return False
+            await self.backend.unpause(sandbox.id)
+            sandbox.state = RUNNING
+            sandbox.timeout = timeout
+            self.set_end(sandbox, time.time() + timeout)
+            return True
+
+    async def wake(self, sandbox: Sandbox) -> bool:
+        """Auto-resume on traffic: a paused sandbox created with it runs again for its last timeout."""
+        if sandbox.state != PAUSED or not sandbox.auto_resume:
+            return False
+        await self.resume(sandbox, sandbox.timeout)
+        return sandbox.state == RUNNING
 
     async def kill(self, sandbox: Sandbox) -> bool:
         """True for the one caller that killed it; racing kills get False."""
@@ -250,6 +274,7 @@ class Manager:
         return True
 
     async def _discard(self, sandbox: Sandbox) -> None:
+        self._resuming.pop(sandbox.id, None)
         ingress = self.ingresses.pop(sandbox.id, None)
         if ingress is not None:
             await ingress.reset()  # open connections end: the SDK then sees "not found"
@@ -259,13 +284,23 @@ class Manager:
         finally:
             self.store.delete(sandbox.id)
 
+    async def _expire(self, sandbox: Sandbox) -> None:
+        """At `endAt`: pause when it was created with autoPause, else kill."""
+        if sandbox.auto_pause:
+            try:
+                await self.pause(sandbox)
+                return
+            except Exception as exc:  # a sandbox that cannot be paused must not outlive its timeout
+                log.warning("sandbox %s could not be paused at its timeout (%s); killing it", sandbox.id, exc)
+        await self.kill(sandbox)
+
     async def _enforce_timeouts(self) -> None:
         while True:
             now = time.time()
             for sandbox in list(self.sandboxes.values()):
                 if sandbox.state == RUNNING and sandbox.end_at <= now:
-                    log.info("sandbox %s timed out", sandbox.id)
-                    task = asyncio.create_task(self.kill(sandbox))
+                    log.info("sandbox %s timed out: %s", sandbox.id, "pausing" if sandbox.auto_pause else "killing")
+                    task = asyncio.create_task(self._expire(sandbox))
                     self._background.add(task)
                     task.add_done_callback(self._background.discard)
             await asyncio.sleep(TIMER_INTERVAL)

@@ -46,6 +46,8 @@ class Proxy:
 
     async def _forward(self, request: web.Request, sandbox_id: str, port: int) -> web.StreamResponse:
         routed = self.manager.routable(sandbox_id)
+        if routed is None and await self._woken(sandbox_id):
+            routed = self.manager.routable(sandbox_id)
         if routed is None:
             raise ProxyError(502, {"sandboxId": sandbox_id, "message": "The sandbox was not found", "code": 502})
         sandbox, ingress = routed
@@ -74,6 +76,12 @@ class Proxy:
             await asyncio.sleep(0.1)
         raise ProxyError(502, {"sandboxId": sandbox_id, "message": "The sandbox is running but port is not open",
                                "port": port, "code": 502})
+
+
+    async def _woken(self, sandbox_id: str) -> bool:
+        """A paused sandbox created with autoResume runs again for this request."""
+        sandbox = self.manager.sandboxes.get(sandbox_id)
+        return sandbox is not None and await self.manager.wake(sandbox)
 
 
 def _target(request: web.Request) -> tuple[str, int]:

@@ -31,6 +31,9 @@ class Sandbox:
     allow_internet: bool | None = None
     default_user: str = "user"
     default_workdir: str = "/home/user"
+    auto_pause: bool = False  # pause instead of kill at timeout
+    auto_resume: bool = False  # traffic resumes it when paused
+    timeout: int = 300  # the last timeout asked for: what a resume by traffic grants
 
     def listed(self, client_id: str) -> dict:
         """The `ListedSandbox` shape both SDK generations parse."""

@@ -227,6 +227,41 @@ def test_pause_and_resume_keep_files_and_kernel_state(sdk_env: ControlPlaneProce
         EnvdSandbox.kill(sandbox.sandbox_id)
 
 
+def test_a_timeout_pauses_when_asked_and_traffic_resumes(sdk_env: ControlPlaneProcess) -> None:
+    """lifecycle on_timeout=pause with auto_resume: the timeout freezes it (state kept), the
+    next request thaws it for its timeout again."""
+    from e2b.api.client.models.sandbox_state import SandboxState
+
+    sandbox = Sandbox.create(timeout=3, lifecycle={"on_timeout": "pause", "auto_resume": True})
+    try:
+        sandbox.run_code("kept = 'state'")
+        lifecycle = sandbox.get_info().lifecycle
+        assert lifecycle == {"on_timeout": "pause", "auto_resume": True}
+        assert wait_until(lambda: sandbox.get_info().state == SandboxState.PAUSED, timeout=30)
+        assert sandbox.run_code("kept").text == "state"  # this request resumed it
+        info = sandbox.get_info()
+        assert info.state == SandboxState.RUNNING
+        assert info.end_at.timestamp() > time.time() + 1  # its timeout again, from now
+    finally:
+        EnvdSandbox.kill(sandbox.sandbox_id)
+
+
+def test_a_paused_sandbox_without_auto_resume_waits_for_connect(sdk_env: ControlPlaneProcess) -> None:
+    from e2b.api.client.models.sandbox_state import SandboxState
+
+    sandbox = Sandbox.create(timeout=3, lifecycle={"on_timeout": "pause"})
+    try:
+        sandbox.files.write("/home/user/kept.txt", "kept")
+        assert wait_until(lambda: sandbox.get_info().state == SandboxState.PAUSED, timeout=30)
+        with pytest.raises(SandboxException):
+            sandbox.commands.run("true")
+        assert sandbox.get_info().state == SandboxState.PAUSED  # traffic did not resume it
+        resumed = Sandbox.connect(sandbox.sandbox_id, timeout=60)
+        assert resumed.files.read("/home/user/kept.txt") == "kept"
+    finally:
+        EnvdSandbox.kill(sandbox.sandbox_id)
+
+
 def test_a_warm_pool_container_takes_its_create_env(sdk_env: ControlPlaneProcess) -> None:
     """The pool's container was started before anyone asked: /init must still reach its kernels."""
     import docker
