@@ -21,7 +21,7 @@ from controlplane.backend import EngineError
 from controlplane.config import DEFAULT_TIMEOUT, Settings
 from controlplane.lifecycle import Manager, StartTimeout
 from controlplane.proxy import Proxy
-from controlplane.records import PAUSED, RUNNING, Sandbox
+from controlplane.records import FULL, PAUSED, RUNNING, Sandbox
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TEAM = "team"
@@ -131,12 +131,13 @@ class Api:
         internet = body.get("allow_internet_access")
         if internet is not None and not isinstance(internet, bool):
             raise ApiError(400, "allow_internet_access must be a boolean")
-        auto_pause, auto_resume = _lifecycle(body)
+        auto_pause, auto_pause_memory, auto_resume = _lifecycle(body)
         try:
             sandbox = await self.manager.create(
                 request[TEAM], template, alias=name if name != template.id else None, timeout=timeout,
                 metadata=_string_map(body, "metadata"), env_vars=_string_map(body, "envVars"),
-                secure=secure, internet=internet, auto_pause=auto_pause, auto_resume=auto_resume,
+                secure=secure, internet=internet, auto_pause=auto_pause, auto_pause_memory=auto_pause_memory,
+                auto_resume=auto_resume,
             )
         except StartTimeout as exc:
             raise ApiError(504, str(exc), {"Should-Retry": "false"}) from None
@@ -209,7 +210,7 @@ class Api:
             "lifecycle": {"onTimeout": "pause" if sandbox.auto_pause else "kill", "autoResume": sandbox.auto_resume},
         }
         if sandbox.state == PAUSED:
-            detail["pauseMode"] = "full"
+            detail["pauseMode"] = sandbox.pause_mode or FULL
         return web.json_response(detail)
 
     # ------------------------------------------------------------ changes
@@ -249,11 +250,13 @@ class Api:
         return web.json_response(self.manager.metrics.between(sandbox.id, int(start), end))
 
     async def pause(self, request: web.Request) -> web.Response:
-        """Frozen pause (the SDK's default): processes stop, memory stays; `memory: false` is not offered."""
+        """Frozen (the default: processes stop, memory stays) or, with `memory: false`, stopped
+        keeping only the files (resume boots it again)."""
         sandbox = self._find(request)
-        if (await _json_object(request)).get("memory") is False:
-            raise ApiError(501, "filesystem pause is not supported by the local control plane")
-        if not await self.manager.pause(sandbox):
+        memory = (await _json_object(request)).get("memory", True)
+        if not isinstance(memory, bool):
+            raise ApiError(400, "memory must be a boolean")
+        if not await self.manager.pause(sandbox, memory=memory):
             raise ApiError(409, f"Sandbox \"{sandbox.id}\" is already paused")
         return web.Response(status=204)
 
@@ -305,21 +308,24 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _lifecycle(body: dict[str, Any]) -> tuple[bool, bool]:
-    """(autoPause, autoResume.enabled) of a create body; only a frozen pause is offered."""
+def _lifecycle(body: dict[str, Any]) -> tuple[bool, bool, bool]:
+    """(autoPause, autoPauseMemory, autoResume.enabled) of a create body."""
     auto_pause = body.get("autoPause", False)
     if not isinstance(auto_pause, bool):
         raise ApiError(400, "autoPause must be a boolean")
-    if body.get("autoPauseMemory") is False:
-        raise ApiError(400, "autoPauseMemory is not supported by the local control plane: pauses keep memory")
+    memory = body.get("autoPauseMemory", True)
+    if not isinstance(memory, bool):
+        raise ApiError(400, "autoPauseMemory must be a boolean")
     resume = body.get("autoResume")
     if resume is None:
-        return auto_pause, False
+        return auto_pause, memory, False
     if not isinstance(resume, dict) or not isinstance(resume.get("enabled"), bool):
         raise ApiError(400, 'autoResume must be {"enabled": true|false}')
     if resume["enabled"] and not auto_pause:
         raise ApiError(400, "autoResume needs autoPause: only a sandbox paused at its timeout resumes on traffic")
-    return auto_pause, resume["enabled"]
+    if resume["enabled"] and not memory:
+        raise ApiError(400, "autoResume cannot wake a filesystem pause: it resumes only through connect")
+    return auto_pause, memory, resume["enabled"]
 
 
 def _string(body: dict[str, Any], field: str, required: bool = False) -> str:

@@ -126,6 +126,14 @@ class DockerBackend:
     async def unpause(self, sandbox_id: str) -> None:
         await asyncio.to_thread(lambda: self.client.containers.get(f"e2b-{sandbox_id}").unpause())
 
+    async def stop(self, sandbox_id: str) -> None:
+        """Stop every process (SIGTERM, SIGKILL after 5 s); the writable layer stays."""
+        await asyncio.to_thread(lambda: self.client.containers.get(f"e2b-{sandbox_id}").stop(timeout=5))
+
+    async def start(self, sandbox_id: str) -> None:
+        """Boot a stopped container again, from its files."""
+        await asyncio.to_thread(lambda: self.client.containers.get(f"e2b-{sandbox_id}").start())
+
     async def remove(self, sandbox_id: str, container: str = "") -> None:
         """Force-remove the container (by name, or the given id) and the ingress directory."""
         def remove() -> None:

@@ -16,6 +16,8 @@ from controlplane.config import Settings, Template, random_id
 from controlplane.ingress import Ingress
 from controlplane.metrics import MetricsSampler
 from controlplane.records import (
+    FILESYSTEM,
+    FULL,
     KILLING,
     PAUSED,
     POOLED,
@@ -46,6 +48,7 @@ class _Claims(TypedDict):
     secure: bool
     internet: bool | None
     auto_pause: bool
+    auto_pause_memory: bool
     auto_resume: bool
 
 
@@ -98,7 +101,11 @@ class Manager:
         alive = set()
         for managed in await self.backend.list_managed():
             record = records.get(managed.sandbox_id)
-            if record is not None and (record.state, managed.status) in ((RUNNING, "running"), (PAUSED, "paused")):
+            if record is not None and _stopped_on_its_own(record, managed.status):
+                log.info("sandbox %s exited on its own: paused, files kept", record.id)
+                record.state, record.pause_mode = PAUSED, FILESYSTEM
+                self.store.save(record)
+            if record is not None and (record.state, managed.status) in _AGREEING:
                 alive.add(managed.sandbox_id)
             else:
                 log.info("removing container %s (no running record)", managed.container_id[:12])
@@ -125,11 +132,13 @@ class Manager:
         secure: bool,
         internet: bool | None,
         auto_pause: bool = False,
+        auto_pause_memory: bool = True,
         auto_resume: bool = False,
     ) -> Sandbox:
         """A warm container from the pool when one is ready (default network only), else a new one."""
         claims = _Claims(team=team, alias=alias, timeout=timeout, metadata=metadata, env_vars=env_vars,
-                         secure=secure, internet=internet, auto_pause=auto_pause, auto_resume=auto_resume)
+                         secure=secure, internet=internet, auto_pause=auto_pause,
+                         auto_pause_memory=auto_pause_memory, auto_resume=auto_resume)
         warm = self._claim(template) if internet is not False else None
         if warm is not None:
             try:
@@ -143,12 +152,13 @@ class Manager:
     async def _hand_over(
         self, sandbox: Sandbox, template: Template, *, team: str, alias: str | None, timeout: int,
         metadata: dict[str, str], env_vars: dict[str, str], secure: bool, internet: bool | None,
-        auto_pause: bool, auto_resume: bool,
+        auto_pause: bool, auto_pause_memory: bool, auto_resume: bool,
     ) -> Sandbox:
         """Give a started container to its team: record it, then `/init` (removed if that fails)."""
         now = time.time()
         sandbox.team, sandbox.alias, sandbox.allow_internet = team, alias, internet
-        sandbox.auto_pause, sandbox.auto_resume, sandbox.timeout = auto_pause, auto_resume, timeout
+        sandbox.auto_pause, sandbox.auto_pause_memory = auto_pause, auto_pause_memory
+        sandbox.auto_resume, sandbox.timeout = auto_resume, timeout
         sandbox.started_at, sandbox.end_at = now, now + timeout
         sandbox.metadata, sandbox.env_vars = metadata, env_vars
         sandbox.access_token = secrets.token_hex(32) if secure else None
@@ -228,38 +238,57 @@ class Manager:
         sandbox.end_at = end_at
         self.store.save(sandbox)
 
-    async def pause(self, sandbox: Sandbox) -> bool:
-        """Freeze it (False if it is not running). Its connections end; it stops timing out."""
+    async def pause(self, sandbox: Sandbox, memory: bool = True) -> bool:
+        """Freeze it, or with `memory` False stop it keeping only its files (False if not running).
+
+        Its connections end and it stops timing out. If the engine refuses,
+        it stays running.
+        """
         if sandbox.state != RUNNING:
             return False
-        sandbox.state = PAUSED
+        sandbox.state, sandbox.pause_mode = PAUSED, FULL if memory else FILESYSTEM
         await self.ingresses[sandbox.id].reset()
         try:
-            await self.backend.pause(sandbox.id)
+            await (self.backend.pause if memory else self.backend.stop)(sandbox.id)
         except Exception:
-            sandbox.state = RUNNING
+            sandbox.state, sandbox.pause_mode = RUNNING, ""
             raise
         self.store.save(sandbox)
         return True
 
     async def resume(self, sandbox: Sandbox, timeout: int) -> bool:
-        """Thaw it, timing out `timeout` s from now; False if it was not paused (any more).
+        """Run it again, timing out `timeout` s from now; False if it was not paused (any more).
 
+        A frozen sandbox thaws where it stopped; a filesystem-paused one boots
+        from its files and gets its `/init` again (same token and env vars).
         One resume at a time per sandbox: the API and traffic (auto-resume)
         may ask at once, and the engine refuses to unpause a running container.
         """
         async with self._resuming.setdefault(sandbox.id, asyncio.Lock()):
             if sandbox.state != PAUSED or self.sandboxes.get(sandbox.id) is not sandbox:
                 return False
-            await self.backend.unpause(sandbox.id)
-            sandbox.state = RUNNING
+            if sandbox.pause_mode == FILESYSTEM:
+                await self._cold_boot(sandbox)
+            else:
+                await self.backend.unpause(sandbox.id)
+            sandbox.state, sandbox.pause_mode = RUNNING, ""
             sandbox.timeout = timeout
             self.set_end(sandbox, time.time() + timeout)
             return True
 
+    async def _cold_boot(self, sandbox: Sandbox) -> None:
+        ingress = self.ingresses[sandbox.id]
+        await self.backend.start(sandbox.id)
+        await ingress.reset()
+        await _wait_healthy(sandbox, ingress)
+        sandbox.envd_version = await _send_init(sandbox, ingress)
+
     async def wake(self, sandbox: Sandbox) -> bool:
-        """Auto-resume on traffic: a paused sandbox created with it runs again for its last timeout."""
-        if sandbox.state != PAUSED or not sandbox.auto_resume:
+        """Auto-resume on traffic: a frozen sandbox created with it runs again for its last timeout.
+
+        A filesystem-paused one is never woken by traffic (as E2B): it waits for `connect`.
+        """
+        if sandbox.state != PAUSED or not sandbox.auto_resume or sandbox.pause_mode == FILESYSTEM:
             return False
         await self.resume(sandbox, sandbox.timeout)
         return sandbox.state == RUNNING
@@ -288,7 +317,7 @@ class Manager:
         """At `endAt`: pause when it was created with autoPause, else kill."""
         if sandbox.auto_pause:
             try:
-                await self.pause(sandbox)
+                await self.pause(sandbox, memory=sandbox.auto_pause_memory)
                 return
             except Exception as exc:  # a sandbox that cannot be paused must not outlive its timeout
                 log.warning("sandbox %s could not be paused at its timeout (%s); killing it", sandbox.id, exc)
@@ -304,6 +333,15 @@ class Manager:
                     self._background.add(task)
                     task.add_done_callback(self._background.discard)
             await asyncio.sleep(TIMER_INTERVAL)
+
+
+#: (record state, container status) pairs that need no repair at start.
+_AGREEING = {(RUNNING, "running"), (PAUSED, "paused"), (PAUSED, "exited")}
+
+
+def _stopped_on_its_own(record: Sandbox, status: str) -> bool:
+    """A running or frozen sandbox whose container exited (daemon crash, engine restart): its files remain."""
+    return record.state in (RUNNING, PAUSED) and record.pause_mode != FILESYSTEM and status == "exited"
 
 
 async def _wait_healthy(sandbox: Sandbox, ingress: Ingress) -> None:

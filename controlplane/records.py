@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 
 #: POOLED: a warm container no team has claimed yet; never listed, never routable.
 STARTING, POOLED, RUNNING, PAUSED, KILLING = "starting", "pooled", "running", "paused", "killing"
+#: How a paused sandbox was paused: frozen with its memory, or stopped with only its files.
+FULL, FILESYSTEM = "full", "filesystem"
 
 
 @dataclass
@@ -32,6 +34,8 @@ class Sandbox:
     default_user: str = "user"
     default_workdir: str = "/home/user"
     auto_pause: bool = False  # pause instead of kill at timeout
+    auto_pause_memory: bool = True  # False: that pause keeps only the filesystem
+    pause_mode: str = ""  # while paused: FULL (frozen) or FILESYSTEM (stopped)
     auto_resume: bool = False  # traffic resumes it when paused
     timeout: int = 300  # the last timeout asked for: what a resume by traffic grants
 

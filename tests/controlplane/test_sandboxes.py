@@ -262,6 +262,49 @@ def test_a_paused_sandbox_without_auto_resume_waits_for_connect(sdk_env: Control
         EnvdSandbox.kill(sandbox.sandbox_id)
 
 
+def _container_status(control_plane: ControlPlaneProcess, sandbox_id: str) -> str:
+    import docker
+
+    engine = docker.DockerClient(base_url=control_plane.engine_url, version="auto")
+    try:
+        return engine.containers.get(f"e2b-{sandbox_id}").status
+    finally:
+        engine.close()
+
+
+def test_a_filesystem_pause_keeps_files_and_boots_again_on_connect(sdk_env: ControlPlaneProcess) -> None:
+    """mode="filesystem": the container stops (memory gone, files kept); connect boots it with its
+    env vars and token again."""
+    from e2b.api.client.models.sandbox_state import SandboxState
+
+    sandbox = Sandbox.create(timeout=120, envs={"KEPT_ENV": "yes"})
+    try:
+        sandbox.run_code("in_memory = 1")
+        sandbox.files.write("/home/user/on-disk.txt", "kept")
+        assert sandbox.pause(mode="filesystem") is True
+        assert sandbox.get_info().state == SandboxState.PAUSED
+        assert _container_status(sdk_env, sandbox.sandbox_id) == "exited"  # stopped, not frozen
+        resumed = Sandbox.connect(sandbox.sandbox_id, timeout=60)
+        assert resumed.files.read("/home/user/on-disk.txt") == "kept"
+        assert resumed.commands.run("echo $KEPT_ENV").stdout == "yes\n"
+        assert resumed.run_code("'in_memory' in globals()").text == "False"  # a fresh boot
+    finally:
+        EnvdSandbox.kill(sandbox.sandbox_id)
+
+
+def test_a_timeout_can_pause_to_the_filesystem(sdk_env: ControlPlaneProcess) -> None:
+    from e2b.api.client.models.sandbox_state import SandboxState
+
+    sandbox = Sandbox.create(timeout=3, lifecycle={"on_timeout": {"action": "pause", "mode": "filesystem"}})
+    try:
+        sandbox.files.write("/home/user/kept.txt", "kept")
+        assert wait_until(lambda: sandbox.get_info().state == SandboxState.PAUSED, timeout=30)
+        assert _container_status(sdk_env, sandbox.sandbox_id) == "exited"
+        assert Sandbox.connect(sandbox.sandbox_id, timeout=60).files.read("/home/user/kept.txt") == "kept"
+    finally:
+        EnvdSandbox.kill(sandbox.sandbox_id)
+
+
 def test_a_warm_pool_container_takes_its_create_env(sdk_env: ControlPlaneProcess) -> None:
     """The pool's container was started before anyone asked: /init must still reach its kernels."""
     import docker
