@@ -19,6 +19,8 @@ from aiohttp import web
 
 from controlplane.backend import EngineError
 from controlplane.config import DEFAULT_TIMEOUT, Settings
+from controlplane.idempotency import KEY as IDEMPOTENCY_KEY
+from controlplane.idempotency import IdempotentCreates, KeyMismatch
 from controlplane.lifecycle import Manager, StartTimeout
 from controlplane.proxy import Proxy
 from controlplane.records import FULL, PAUSED, RUNNING, Sandbox
@@ -62,6 +64,7 @@ class Api:
     def __init__(self, settings: Settings, manager: Manager) -> None:
         self.settings = settings
         self.manager = manager
+        self.idempotent = IdempotentCreates(manager.store)
 
     def app(self, host_routed_to: Proxy | None = None) -> web.Application:
         """The REST API; with `host_routed_to`, the domain-mode listener, where only
@@ -118,6 +121,25 @@ class Api:
 
     async def _create(self, request: web.Request, secure: bool, body: dict | None = None) -> web.Response:
         body = body if body is not None else await _json_object(request)
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            return web.json_response(await self._new_sandbox(request, secure, body), status=201)
+        if not IDEMPOTENCY_KEY.fullmatch(key):
+            raise ApiError(400, "Idempotency-Key must be 1 to 255 characters of a-z, 0-9 and -")
+        try:
+            answer = await self.idempotent.once(
+                request[TEAM], key, {"route": request.path, "body": body},
+                lambda: self._new_sandbox(request, secure, body),
+            )
+        except KeyMismatch:
+            return web.json_response({
+                "code": 409,
+                "message": "Idempotency-Key was already used with a different request",
+                "error_code": "idempotency_request_mismatch",
+            }, status=409)
+        return web.json_response(answer, status=201)
+
+    async def _new_sandbox(self, request: web.Request, secure: bool, body: dict[str, Any]) -> dict[str, Any]:
         for name in UNSUPPORTED_FIELDS:
             if body.get(name) not in (None, False, {}, []):
                 raise ApiError(400, f"{name} is not supported by the local control plane")
@@ -143,7 +165,7 @@ class Api:
             raise ApiError(504, str(exc), {"Should-Retry": "false"}) from None
         except EngineError as exc:
             raise ApiError(500, str(exc), {"Should-Retry": "false"}) from None
-        return web.json_response(self._sandbox(sandbox), status=201)
+        return self._sandbox(sandbox)
 
     def _timeout(self, body: dict[str, Any], field: str, allow_zero: bool = False) -> int:
         value = body.get(field, DEFAULT_TIMEOUT)

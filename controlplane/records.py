@@ -70,6 +70,10 @@ class Store:
         self._db = sqlite3.connect(os.path.join(state_dir, "state.db"), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS sandboxes (id TEXT PRIMARY KEY, record TEXT NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS idempotency (team TEXT, key TEXT, digest TEXT NOT NULL, "
+            "answer TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (team, key))"
+        )
 
     def save(self, sandbox: Sandbox) -> None:
         self._db.execute(
@@ -82,6 +86,20 @@ class Store:
 
     def load(self) -> list[Sandbox]:
         return [Sandbox(**json.loads(row[0])) for row in self._db.execute("SELECT record FROM sandboxes")]
+
+    def idempotent_answer(self, team: str, key: str, not_before: float) -> tuple[str, dict] | None:
+        """(body digest, answer) kept for this key since `not_before`; older ones are dropped."""
+        self._db.execute("DELETE FROM idempotency WHERE created < ?", (not_before,))
+        row = self._db.execute(
+            "SELECT digest, answer FROM idempotency WHERE team = ? AND key = ?", (team, key)
+        ).fetchone()
+        return None if row is None else (row[0], json.loads(row[1]))
+
+    def keep_idempotent_answer(self, team: str, key: str, digest: str, answer: dict, created: float) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO idempotency (team, key, digest, answer, created) VALUES (?, ?, ?, ?, ?)",
+            (team, key, digest, json.dumps(answer), created),
+        )
 
     def close(self) -> None:
         self._db.close()

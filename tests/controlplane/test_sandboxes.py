@@ -305,6 +305,27 @@ def test_a_timeout_can_pause_to_the_filesystem(sdk_env: ControlPlaneProcess) -> 
         EnvdSandbox.kill(sandbox.sandbox_id)
 
 
+def test_one_idempotency_key_makes_one_sandbox(sdk_env: ControlPlaneProcess) -> None:
+    """The same key and body, also at once from several clients: one sandbox, the same tokens;
+    the same key with another body: 409."""
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = f"cp-test-{uuid.uuid4().hex}"
+    with ThreadPoolExecutor(3) as pool:
+        made = list(pool.map(lambda _: EnvdSandbox.create(timeout=120, idempotency_key=key), range(3)))
+    try:
+        assert len({sandbox.sandbox_id for sandbox in made}) == 1
+        assert len({sandbox._envd_access_token for sandbox in made}) == 1
+        again = EnvdSandbox.create(timeout=120, idempotency_key=key)
+        assert again.sandbox_id == made[0].sandbox_id
+        with pytest.raises(SandboxException, match="409"):
+            EnvdSandbox.create(timeout=60, idempotency_key=key)
+        assert _listed_ids().count(made[0].sandbox_id) == 1
+    finally:
+        EnvdSandbox.kill(made[0].sandbox_id)
+
+
 def test_a_warm_pool_container_takes_its_create_env(sdk_env: ControlPlaneProcess) -> None:
     """The pool's container was started before anyone asked: /init must still reach its kernels."""
     import docker
