@@ -21,7 +21,7 @@ from controlplane.backend import EngineError
 from controlplane.config import DEFAULT_TIMEOUT, Settings
 from controlplane.idempotency import KEY as IDEMPOTENCY_KEY
 from controlplane.idempotency import IdempotentCreates, KeyMismatch
-from controlplane.lifecycle import Manager, StartTimeout
+from controlplane.lifecycle import HostFull, Manager, StartTimeout, TeamLimit
 from controlplane.proxy import Proxy
 from controlplane.records import FULL, PAUSED, RUNNING, Sandbox
 
@@ -163,6 +163,10 @@ class Api:
             )
         except StartTimeout as exc:
             raise ApiError(504, str(exc), {"Should-Retry": "false"}) from None
+        except TeamLimit as exc:
+            raise ApiError(429, str(exc), {"Should-Retry": "false"}) from None
+        except HostFull as exc:
+            raise ApiError(503, str(exc), {"Retry-After": "1"}) from None
         except EngineError as exc:
             raise ApiError(500, str(exc), {"Should-Retry": "false"}) from None
         return self._sandbox(sandbox)

@@ -46,6 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="lines of 'KEY TEAM'; E2B_API_KEY must be one of the keys [ENVD_CP_API_KEYS_FILE]")
     parser.add_argument("--pool-size", type=int, default=int(_env("POOL_SIZE", "1")),
                         help="warm containers kept per template (0: none) [ENVD_CP_POOL_SIZE]")
+    parser.add_argument("--team-limit", type=int, default=int(_env("TEAM_LIMIT", "20")),
+                        help="running and paused sandboxes per team; past it create answers 429 "
+                        "[ENVD_CP_TEAM_LIMIT]")
+    parser.add_argument("--host-limit", type=int, default=int(_env("HOST_LIMIT", "50")),
+                        help="containers this instance runs, warm pool included; past it create answers 503 "
+                        "(the SDK retries) [ENVD_CP_HOST_LIMIT]")
     parser.add_argument("--instance-id", default=_env("INSTANCE_ID", "envd-controlplane"),
                         help="label of the containers this instance owns [ENVD_CP_INSTANCE_ID]")
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="[ENVD_CP_LOG_LEVEL]")
@@ -71,6 +77,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         templates=templates,
         instance_id=args.instance_id,
         pool_size=max(0, args.pool_size),
+        team_limit=max(1, args.team_limit),
+        host_limit=max(1, args.host_limit),
     )
 
 

@@ -52,6 +52,10 @@ class Settings:
     max_timeout: int = MAX_TIMEOUT
     #: Warm containers per template, started and healthy, claimed by create.
     pool_size: int = 1
+    #: Running and paused sandboxes a team may have at once (429 past it).
+    team_limit: int = 20
+    #: Containers this instance runs at most, warm pool included (503 past it).
+    host_limit: int = 50
     #: Labels every container this instance manages; reconciled at start.
     instance_id: str = "envd-controlplane"
     #: SDK 1.x builds ids as `<sandboxID>-<clientID>`: one constant per instance.

@@ -37,6 +37,14 @@ class StartTimeout(Exception):
     """The daemon did not answer within START_DEADLINE; the sandbox was removed."""
 
 
+class TeamLimit(Exception):
+    """The team already has `team_limit` sandboxes."""
+
+
+class HostFull(Exception):
+    """This instance already runs `host_limit` containers and none is warm."""
+
+
 class _Claims(TypedDict):
     """What `create` passes on to `_hand_over`, warm or new container alike."""
 
@@ -68,6 +76,7 @@ class Manager:
         self._pool: dict[str, list[Sandbox]] = {}  # template id -> ready, unclaimed
         self._filling: dict[str, int] = {}  # template id -> pool containers starting
         self._resuming: dict[str, asyncio.Lock] = {}  # sandbox id -> held while it is resumed
+        self._creating: dict[str, int] = {}  # team -> creates under way (counted against its limit)
 
     # ------------------------------------------------------------ start and stop
 
@@ -135,19 +144,37 @@ class Manager:
         auto_pause_memory: bool = True,
         auto_resume: bool = False,
     ) -> Sandbox:
-        """A warm container from the pool when one is ready (default network only), else a new one."""
+        """A warm container from the pool when one is ready (default network only), else a new one.
+
+        The limits are checked and the place reserved before anything awaits,
+        so concurrent creates cannot overshoot them.
+        """
+        self._check_team_limit(team)
         claims = _Claims(team=team, alias=alias, timeout=timeout, metadata=metadata, env_vars=env_vars,
                          secure=secure, internet=internet, auto_pause=auto_pause,
                          auto_pause_memory=auto_pause_memory, auto_resume=auto_resume)
         warm = self._claim(template) if internet is not False else None
-        if warm is not None:
-            try:
-                return await self._hand_over(warm, template, **claims)
-            except (OSError, aiohttp.ClientError, RuntimeError) as exc:
-                log.warning("warm container %s failed its /init (%s); starting a new one", warm.id, exc)
-        sandbox = self._new_record(template, STARTING)
-        await self._boot(sandbox, template, internet=internet is not False)
-        return await self._hand_over(sandbox, template, **claims)
+        if warm is None and len(self.sandboxes) >= self.settings.host_limit:
+            raise HostFull(f"this host runs its limit of {self.settings.host_limit} sandboxes; try again later")
+        self._creating[team] = self._creating.get(team, 0) + 1
+        try:
+            if warm is not None:
+                try:
+                    return await self._hand_over(warm, template, **claims)
+                except (OSError, aiohttp.ClientError, RuntimeError) as exc:
+                    log.warning("warm container %s failed its /init (%s); starting a new one", warm.id, exc)
+            sandbox = self._new_record(template, STARTING)
+            await self._boot(sandbox, template, internet=internet is not False)
+            return await self._hand_over(sandbox, template, **claims)
+        finally:
+            self._creating[team] -= 1
+
+    def _check_team_limit(self, team: str) -> None:
+        owned = sum(1 for s in self.sandboxes.values() if s.team == team and s.state in (RUNNING, PAUSED))
+        if owned + self._creating.get(team, 0) >= self.settings.team_limit:
+            raise TeamLimit(
+                f"You have reached the maximum number of concurrent sandboxes ({self.settings.team_limit})"
+            )
 
     async def _hand_over(
         self, sandbox: Sandbox, template: Template, *, team: str, alias: str | None, timeout: int,
@@ -203,7 +230,8 @@ class Manager:
         """Start pool containers in the background until `pool_size` are ready or coming."""
         ready = len(self._pool.setdefault(template.id, []))
         coming = self._filling.get(template.id, 0)
-        for _ in range(self.settings.pool_size - ready - coming):
+        room = self.settings.host_limit - len(self.sandboxes) - sum(self._filling.values())
+        for _ in range(min(self.settings.pool_size - ready - coming, room)):
             self._filling[template.id] = self._filling.get(template.id, 0) + 1
             task = asyncio.create_task(self._fill(template))
             self._background.add(task)

@@ -16,7 +16,7 @@ from e2b import (
 from e2b import Sandbox as EnvdSandbox
 from e2b_code_interpreter import Sandbox
 
-from tests.controlplane.harness import ControlPlaneProcess
+from tests.controlplane.harness import ControlPlaneProcess, control_plane_process, remove_containers
 from tests.harness import ROOT, TEST_IMAGE, wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -440,3 +440,29 @@ def test_metrics_are_sampled_while_running(sdk_env: ControlPlaneProcess) -> None
         assert sample.cpu_used_pct >= 0
     finally:
         sandbox.kill()
+
+
+def test_team_and_host_limits(engine_url: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past its team limit a create is 429 (RateLimitException, not retried); past the host's
+    container limit it is 503 (ServiceBusyException, after the SDK's retries)."""
+    from e2b import RateLimitException, ServiceBusyException
+
+    keys = {"key-team-a": "team-a", "key-team-b": "team-b", "key-team-c": "team-c"}
+    plane = control_plane_process(engine_url, TEST_IMAGE, tmp_path / "cp", keys, pool_size=0)
+    plane.argv += ["--team-limit", "1", "--host-limit", "2"]
+    plane.start()
+    monkeypatch.delenv("E2B_DEBUG", raising=False)
+    monkeypatch.setenv("E2B_API_URL", plane.api_url)
+    monkeypatch.setenv("E2B_SANDBOX_URL", plane.sandbox_url)
+    try:
+        first = EnvdSandbox.create(timeout=120, api_key="key-team-a")
+        with pytest.raises(RateLimitException):
+            EnvdSandbox.create(timeout=120, api_key="key-team-a")
+        EnvdSandbox.create(timeout=120, api_key="key-team-b")
+        with pytest.raises(ServiceBusyException):
+            EnvdSandbox.create(timeout=120, api_key="key-team-c")
+        first.kill()
+        assert EnvdSandbox.create(timeout=120, api_key="key-team-c").is_running()
+    finally:
+        plane.stop()
+        remove_containers(engine_url, plane.instance)
