@@ -27,7 +27,7 @@ from controlplane.records import FULL, PAUSED, RUNNING, Sandbox
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TEAM = "team"
-UNSUPPORTED_FIELDS = ("mcp", "iam", "volumeMounts", "network")
+UNSUPPORTED_FIELDS = ("mcp", "iam", "volumeMounts")
 #: Routes of the SDKs this control plane does not offer (yet): 501, never a silent success.
 NOT_SUPPORTED = {
     ("POST", "/sandboxes/{id}/fork"): "fork",
@@ -154,12 +154,15 @@ class Api:
         if internet is not None and not isinstance(internet, bool):
             raise ApiError(400, "allow_internet_access must be a boolean")
         auto_pause, auto_pause_memory, auto_resume = _lifecycle(body)
+        network = _network(body)
+        if network.get("denyOut") == ["0.0.0.0/0"]:
+            internet = False  # everything out denied: no network at all
         try:
             sandbox = await self.manager.create(
                 request[TEAM], template, alias=name if name != template.id else None, timeout=timeout,
                 metadata=_string_map(body, "metadata"), env_vars=_string_map(body, "envVars"),
                 secure=secure, internet=internet, auto_pause=auto_pause, auto_pause_memory=auto_pause_memory,
-                auto_resume=auto_resume,
+                auto_resume=auto_resume, network=network,
             )
         except StartTimeout as exc:
             raise ApiError(504, str(exc), {"Should-Retry": "false"}) from None
@@ -187,7 +190,7 @@ class Api:
             "sandboxID": sandbox.id,
             "clientID": self.settings.client_id,
             "envdVersion": sandbox.envd_version,
-            "trafficAccessToken": None,
+            "trafficAccessToken": sandbox.traffic_token,
             "domain": self.settings.public_domain,
         }
         if sandbox.alias:
@@ -233,6 +236,7 @@ class Api:
             **sandbox.listed(self.settings.client_id),
             **self._sandbox(sandbox),
             "allowInternetAccess": sandbox.allow_internet,
+            **({"network": sandbox.network} if sandbox.network else {}),
             "lifecycle": {"onTimeout": "pause" if sandbox.auto_pause else "kill", "autoResume": sandbox.auto_resume},
         }
         if sandbox.state == PAUSED:
@@ -332,6 +336,31 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object")
     return body
+
+
+def _network(body: dict[str, Any]) -> dict[str, object]:
+    """The `network` fields this control plane honours; any other is a clear 400.
+
+    `allowPublicTraffic: false` issues a traffic token the proxy requires;
+    `maskRequestHost` is the Host a program inside sees; `denyOut: ["0.0.0.0/0"]`
+    (without `allowOut`) is the same as `allow_internet_access: false`.
+    """
+    network = body.get("network")
+    if network is None:
+        return {}
+    if not isinstance(network, dict):
+        raise ApiError(400, "network must be an object")
+    for name, value in network.items():
+        if name == "allowPublicTraffic" and isinstance(value, bool):
+            continue
+        if name == "maskRequestHost" and isinstance(value, str) and value:
+            continue
+        if name == "denyOut" and value == ["0.0.0.0/0"] and not network.get("allowOut"):
+            continue
+        if value in (None, [], {}):
+            continue
+        raise ApiError(400, f"network.{name} is not supported by the local control plane")
+    return {name: value for name, value in network.items() if value not in (None, [], {})}
 
 
 def _lifecycle(body: dict[str, Any]) -> tuple[bool, bool, bool]:

@@ -58,6 +58,7 @@ class _Claims(TypedDict):
     auto_pause: bool
     auto_pause_memory: bool
     auto_resume: bool
+    network: dict[str, object]
 
 
 class Manager:
@@ -143,6 +144,7 @@ class Manager:
         auto_pause: bool = False,
         auto_pause_memory: bool = True,
         auto_resume: bool = False,
+        network: dict[str, object] | None = None,
     ) -> Sandbox:
         """A warm container from the pool when one is ready (default network only), else a new one.
 
@@ -152,7 +154,7 @@ class Manager:
         self._check_team_limit(team)
         claims = _Claims(team=team, alias=alias, timeout=timeout, metadata=metadata, env_vars=env_vars,
                          secure=secure, internet=internet, auto_pause=auto_pause,
-                         auto_pause_memory=auto_pause_memory, auto_resume=auto_resume)
+                         auto_pause_memory=auto_pause_memory, auto_resume=auto_resume, network=network or {})
         warm = self._claim(template) if internet is not False else None
         if warm is None and len(self.sandboxes) >= self.settings.host_limit:
             raise HostFull(f"this host runs its limit of {self.settings.host_limit} sandboxes; try again later")
@@ -179,7 +181,7 @@ class Manager:
     async def _hand_over(
         self, sandbox: Sandbox, template: Template, *, team: str, alias: str | None, timeout: int,
         metadata: dict[str, str], env_vars: dict[str, str], secure: bool, internet: bool | None,
-        auto_pause: bool, auto_pause_memory: bool, auto_resume: bool,
+        auto_pause: bool, auto_pause_memory: bool, auto_resume: bool, network: dict[str, object],
     ) -> Sandbox:
         """Give a started container to its team: record it, then `/init` (removed if that fails)."""
         now = time.time()
@@ -189,6 +191,10 @@ class Manager:
         sandbox.started_at, sandbox.end_at = now, now + timeout
         sandbox.metadata, sandbox.env_vars = metadata, env_vars
         sandbox.access_token = secrets.token_hex(32) if secure else None
+        sandbox.network = network
+        sandbox.traffic_token = secrets.token_hex(32) if network.get("allowPublicTraffic") is False else None
+        mask = network.get("maskRequestHost")
+        sandbox.mask_request_host = mask if isinstance(mask, str) else None
         try:
             sandbox.envd_version = await _send_init(sandbox, self.ingresses[sandbox.id])
         except BaseException:

@@ -14,9 +14,12 @@ import re
 from aiohttp import web
 
 from controlplane.lifecycle import Manager
+from controlplane.records import Sandbox
+from envd.auth import sign
 from envd.http.forward import relay
 
-CODE_PORT = 49999
+ENVD_PORT, CODE_PORT = 49983, 49999
+TRAFFIC_TOKEN_HEADER = "e2b-traffic-access-token"
 SANDBOX_ID = re.compile(r"[a-z0-9]{20}")
 CONNECT_ATTEMPTS = 5
 
@@ -39,7 +42,7 @@ class Proxy:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
-            sandbox_id, port = _target(request)
+            sandbox_id, port = self._signed_target(request) or _target(request)
             return await self._forward(request, sandbox_id, port)
         except ProxyError as exc:
             return web.json_response(exc.body, status=exc.status)
@@ -51,6 +54,7 @@ class Proxy:
         if routed is None:
             raise ProxyError(502, {"sandboxId": sandbox_id, "message": "The sandbox was not found", "code": 502})
         sandbox, ingress = routed
+        _check_traffic_token(request, sandbox, port)
         if sandbox.access_token and port == CODE_PORT and request.path == "/execute":
             # The daemon checks too; here nobody without the token reaches it at all.
             given = request.headers.get("X-Access-Token", "").encode("utf-8", "surrogateescape")
@@ -65,6 +69,8 @@ class Proxy:
             "X-Forwarded-Proto": request.scheme,
             "X-Forwarded-Host": request.host,
         }
+        if sandbox.mask_request_host and port != ENVD_PORT:
+            headers["Host"] = sandbox.mask_request_host.replace("${PORT}", str(port))
         for _ in range(CONNECT_ATTEMPTS):
             try:
                 response = await relay(request, ingress.session(), "http://sandbox", headers)
@@ -78,10 +84,56 @@ class Proxy:
                                "port": port, "code": 502})
 
 
+    def _signed_target(self, request: web.Request) -> tuple[str, int] | None:
+        """A `download_url()`/`upload_url()` of SDK 2.x in header mode: the bare proxy URL
+        with a signature, no routing header and no sandbox host name. The one running
+        secured sandbox whose token makes that signature is the target (port 49983)."""
+        if "E2b-Sandbox-Id" in request.headers or "E2b-Sandbox-Port" in request.headers:
+            return None
+        if request.path != "/files" or request.method not in ("GET", "POST"):
+            return None
+        signature = request.query.get("signature")
+        if signature is None or _host_names_a_sandbox(request.host):
+            return None
+        operation = "read" if request.method == "GET" else "write"
+        raw_expiration = request.query.get("signature_expiration")
+        try:
+            expiration = int(raw_expiration) if raw_expiration is not None else None
+        except ValueError:
+            return None  # the daemon would refuse it; without a target it is 400 Invalid host
+        path, user = request.query.get("path", ""), request.query.get("username", "")
+        matches = [
+            sandbox.id for sandbox in list(self.manager.sandboxes.values())
+            if sandbox.access_token and hmac.compare_digest(
+                sign(path, operation, user, sandbox.access_token, expiration).encode(), signature.encode()
+            )
+        ]
+        return (matches[0], ENVD_PORT) if len(matches) == 1 else None
+
     async def _woken(self, sandbox_id: str) -> bool:
         """A paused sandbox created with autoResume runs again for this request."""
         sandbox = self.manager.sandboxes.get(sandbox_id)
         return sandbox is not None and await self.manager.wake(sandbox)
+
+
+def _check_traffic_token(request: web.Request, sandbox: Sandbox, port: int) -> None:
+    """`allowPublicTraffic: false`: every port but envd's (which checks its own token) needs it."""
+    if not sandbox.traffic_token or port == ENVD_PORT:
+        return
+    given = request.headers.get(TRAFFIC_TOKEN_HEADER)
+    prefix = "Sandbox is secured with traffic access token."
+    if given is None:
+        message = f"{prefix} Token header '{TRAFFIC_TOKEN_HEADER}' is missing"
+    elif hmac.compare_digest(sandbox.traffic_token.encode(), given.encode("utf-8", "surrogateescape")):
+        return
+    else:
+        message = f"{prefix} Provided token in header '{TRAFFIC_TOKEN_HEADER}' is invalid"
+    raise ProxyError(403, {"sandboxId": sandbox.id, "message": message, "code": 403})
+
+
+def _host_names_a_sandbox(host: str) -> bool:
+    parts = host.split(".", 1)[0].split("-")
+    return len(parts) >= 2 and parts[0].isdigit()
 
 
 def _target(request: web.Request) -> tuple[str, int]:

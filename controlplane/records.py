@@ -38,6 +38,9 @@ class Sandbox:
     pause_mode: str = ""  # while paused: FULL (frozen) or FILESYSTEM (stopped)
     auto_resume: bool = False  # traffic resumes it when paused
     timeout: int = 300  # the last timeout asked for: what a resume by traffic grants
+    traffic_token: str | None = None  # network.allowPublicTraffic false: required by the proxy
+    mask_request_host: str | None = None  # network.maskRequestHost: the Host user ports see
+    network: dict[str, object] = field(default_factory=dict)  # the accepted network fields, as sent
 
     def listed(self, client_id: str) -> dict:
         """The `ListedSandbox` shape both SDK generations parse."""

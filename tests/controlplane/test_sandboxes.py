@@ -206,6 +206,74 @@ def test_a_server_inside_is_reachable_by_host_name(sdk_env: ControlPlaneProcess)
         sandbox.kill()
 
 
+def test_private_traffic_needs_its_token_and_the_host_can_be_masked(sdk_env: ControlPlaneProcess) -> None:
+    """network allow_public_traffic=False: a user port needs e2b-traffic-access-token (403 without),
+    envd and run_code still work through the SDK; mask_request_host is the Host the program sees."""
+    import urllib.error
+    import urllib.request
+
+    sandbox = Sandbox.create(
+        timeout=120, network={"allow_public_traffic": False, "mask_request_host": "app.local:${PORT}"}
+    )
+    try:
+        token = sandbox.traffic_access_token
+        assert token
+        assert sandbox.run_code("6 * 7").text == "42"  # the code interpreter sends the token
+        server = (
+            "import http.server\n"
+            "class Echo(http.server.BaseHTTPRequestHandler):\n"
+            "    def do_GET(self):\n"
+            "        body = self.headers['Host'].encode()\n"
+            "        self.send_response(200); self.send_header('Content-Length', str(len(body)))\n"
+            "        self.end_headers(); self.wfile.write(body)\n"
+            "http.server.HTTPServer(('127.0.0.1', 8124), Echo).serve_forever()\n"
+        )
+        sandbox.files.write("/home/user/echo_host.py", server)
+        sandbox.commands.run("python /home/user/echo_host.py", background=True)
+        routing = {"E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "8124"}
+
+        def fetch(headers: dict[str, str]) -> tuple[int, bytes]:
+            request = urllib.request.Request(sdk_env.sandbox_url, headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return response.status, response.read()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read()
+
+        assert wait_until(lambda: fetch({**routing, "e2b-traffic-access-token": token})[0] == 200, 15)
+        assert fetch({**routing, "e2b-traffic-access-token": token}) == (200, b"app.local:8124")
+        status, body = fetch(routing)
+        assert status == 403 and b"is missing" in body
+        status, body = fetch({**routing, "e2b-traffic-access-token": "wrong"})
+        assert status == 403 and b"is invalid" in body
+    finally:
+        sandbox.kill()
+
+
+def test_signed_urls_work_in_header_mode(sdk_env: ControlPlaneProcess) -> None:
+    """download_url()/upload_url() are the bare proxy URL plus a signature: the proxy finds the
+    sandbox by it."""
+    import urllib.request
+
+    sandbox = EnvdSandbox.create(timeout=120)
+    other = EnvdSandbox.create(timeout=120)
+    try:
+        sandbox.files.write("/home/user/signed.txt", "by signature")
+        with urllib.request.urlopen(sandbox.download_url("/home/user/signed.txt"), timeout=10) as response:
+            assert response.read() == b"by signature"
+        upload = urllib.request.Request(
+            sandbox.upload_url("/home/user/uploaded.txt"), data=b"up", method="POST",
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        with urllib.request.urlopen(upload, timeout=10) as response:
+            assert response.status == 200
+        assert sandbox.files.read("/home/user/uploaded.txt") == "up"
+        assert not other.files.exists("/home/user/uploaded.txt")
+    finally:
+        sandbox.kill()
+        other.kill()
+
+
 def test_pause_and_resume_keep_files_and_kernel_state(sdk_env: ControlPlaneProcess) -> None:
     from e2b.api.client.models.sandbox_state import SandboxState
 
