@@ -274,6 +274,83 @@ def test_signed_urls_work_in_header_mode(sdk_env: ControlPlaneProcess) -> None:
         other.kill()
 
 
+def test_a_websocket_server_inside_is_reachable_through_the_proxy(sdk_env: ControlPlaneProcess) -> None:
+    import asyncio
+
+    import aiohttp
+
+    server = (
+        "from aiohttp import web\n"
+        "async def echo(request):\n"
+        "    ws = web.WebSocketResponse(protocols=['echo'])\n"
+        "    await ws.prepare(request)\n"
+        "    async for message in ws:\n"
+        "        await (ws.send_str('echo:' + message.data) if message.type == 1 else ws.send_bytes(message.data))\n"
+        "    return ws\n"
+        "app = web.Application(); app.router.add_get('/ws', echo)\n"
+        "web.run_app(app, host='127.0.0.1', port=8125)\n"
+    )
+    sandbox = EnvdSandbox.create(timeout=120)
+    try:
+        sandbox.files.write("/home/user/ws_echo.py", server)
+        sandbox.commands.run("python /home/user/ws_echo.py", background=True)
+
+        async def talk() -> tuple[str | None, str, bytes]:
+            headers = {"E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "8125"}
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(f"{sdk_env.sandbox_url}/ws", headers=headers, protocols=["echo"]) as ws:
+                    await ws.send_str("hello")
+                    text = (await ws.receive(timeout=10)).data
+                    await ws.send_bytes(b"\x00\x01" * 50_000)
+                    binary = (await ws.receive(timeout=10)).data
+                    return ws.protocol, text, binary
+
+        def attempt() -> tuple[str | None, str, bytes] | None:
+            try:
+                return asyncio.run(talk())
+            except (aiohttp.ClientError, OSError):
+                return None
+
+        assert wait_until(lambda: attempt() is not None, 20)
+        assert attempt() == ("echo", "echo:hello", b"\x00\x01" * 50_000)
+    finally:
+        sandbox.kill()
+
+
+def test_a_gigabyte_each_way_through_the_proxy_keeps_its_memory_flat(sdk_env: ControlPlaneProcess) -> None:
+    """Upload and download 1 GiB through the control plane: bytes intact, the control plane's
+    RSS grows by less than 64 MB (nothing is buffered whole)."""
+    import hashlib
+
+    import psutil
+
+    size = 1 << 30
+    process = psutil.Process(sdk_env.proc.pid)
+    before = process.memory_info().rss
+    sandbox = EnvdSandbox.create(timeout=300)
+    try:
+        chunk = os.urandom(1 << 20)
+
+        def body():
+            for _ in range(size >> 20):
+                yield chunk
+
+        sandbox.files.write("/tmp/big.bin", body())
+        assert sandbox.commands.run("stat -c %s /tmp/big.bin").stdout.strip() == str(size)
+        expected, received = hashlib.sha256(), hashlib.sha256()
+        for _ in range(size >> 20):
+            expected.update(chunk)
+        count = 0
+        for piece in sandbox.files.read("/tmp/big.bin", format="stream"):
+            count += len(piece)
+            received.update(piece)
+        assert count == size
+        assert received.hexdigest() == expected.hexdigest()
+        assert process.memory_info().rss - before < 64 << 20
+    finally:
+        sandbox.kill()
+
+
 def test_pause_and_resume_keep_files_and_kernel_state(sdk_env: ControlPlaneProcess) -> None:
     from e2b.api.client.models.sandbox_state import SandboxState
 
