@@ -27,7 +27,7 @@ GO_SIGNAL_NAMES: dict[int, str] = {
     signal.SIGPIPE: "broken pipe",
     signal.SIGALRM: "alarm clock",
     signal.SIGTERM: "terminated",
-    signal.SIGSTKFLT: "stack fault",  # type: ignore[attr-defined]  # Linux-only; typeshed omits it
+    getattr(signal, "SIGSTKFLT", 16): "stack fault",  # Python names it only from 3.11
     signal.SIGCHLD: "child exited",
     signal.SIGCONT: "continued",
     signal.SIGSTOP: "stopped (signal)",
