@@ -117,10 +117,18 @@ async def _relay_websocket(
     return client
 
 
+#: Bytes read from upstream per chunk: big downloads then cross in few, large writes.
+RELAY_BUFFER_BYTES = 1 << 20
+
+
 def relay_session(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
     """A client session for relaying: no total timeout, bodies and cookies passed through untouched."""
     return aiohttp.ClientSession(
-        connector=connector, timeout=TIMEOUT, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+        connector=connector,
+        timeout=TIMEOUT,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        read_bufsize=RELAY_BUFFER_BYTES,
     )
 
 
