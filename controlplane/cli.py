@@ -12,6 +12,7 @@ from typing import Any
 
 from controlplane.app import run
 from controlplane.config import DEFAULT_TEMPLATE_NAMES, Settings, Template
+from controlplane.templates import TemplateFileError, load_templates
 
 
 def _env(name: str, default: str = "") -> str:
@@ -44,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="image of the default templates (base, code-interpreter-v1) [ENVD_CP_IMAGE]")
     parser.add_argument("--template", action="append", default=[t for t in _env("TEMPLATES").split(",") if t],
                         metavar="NAME=IMAGE", help="another template, repeatable [ENVD_CP_TEMPLATES=a=img,b=img]")
+    parser.add_argument("--templates-file", default=_env("TEMPLATES_FILE"), metavar="PATH",
+                        help="TOML with [[templates]] tables (id, image, aliases, limits, pool_size); "
+                        "replaces the default template; --template adds to it [ENVD_CP_TEMPLATES_FILE]")
     parser.add_argument("--api-keys-file", default=_env("API_KEYS_FILE"), metavar="PATH",
                         help="lines of 'KEY TEAM'; E2B_API_KEY must be one of the keys [ENVD_CP_API_KEYS_FILE]")
     parser.add_argument("--pool-size", type=int, default=int(_env("POOL_SIZE", "1")),
@@ -61,7 +65,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    templates = [Template(id="local-envd", image=args.image, aliases=DEFAULT_TEMPLATE_NAMES)]
+    if args.templates_file:
+        try:
+            templates = load_templates(args.templates_file)
+        except TemplateFileError as exc:
+            sys.exit(f"envd-controlplane: --templates-file {exc}")
+    else:
+        templates = [Template(id="local-envd", image=args.image, aliases=DEFAULT_TEMPLATE_NAMES)]
     for item in args.template:
         name, sep, image = item.partition("=")
         if not sep or not name or not image:

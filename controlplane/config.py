@@ -31,6 +31,7 @@ class Template:
     pids_limit: int = 4096
     default_user: str = "user"
     default_workdir: str = "/home/user"
+    pool_size: int | None = None  # warm containers of this template; None: the instance's --pool-size
 
     def answers_to(self, name: str) -> bool:
         return name == self.id or name in self.aliases
@@ -65,6 +66,9 @@ class Settings:
     def public_domain(self) -> str | None:
         """What create answers as `domain`: where `get_host()` names point."""
         return f"{self.domain}:{self.tls_port}" if self.tls_port else None
+
+    def pool_size_of(self, template: Template) -> int:
+        return self.pool_size if template.pool_size is None else template.pool_size
 
     def template(self, name: str) -> Template | None:
         return next((t for t in self.templates if t.answers_to(name)), None)

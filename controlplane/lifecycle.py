@@ -237,7 +237,7 @@ class Manager:
         ready = len(self._pool.setdefault(template.id, []))
         coming = self._filling.get(template.id, 0)
         room = self.settings.host_limit - len(self.sandboxes) - sum(self._filling.values())
-        for _ in range(min(self.settings.pool_size - ready - coming, room)):
+        for _ in range(min(self.settings.pool_size_of(template) - ready - coming, room)):
             self._filling[template.id] = self._filling.get(template.id, 0) + 1
             task = asyncio.create_task(self._fill(template))
             self._background.add(task)
