@@ -16,30 +16,27 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
-class Inbox(Generic[T]):
-    """Items in arrival order, read by one consumer at a time."""
+class Waitable:
+    """One consumer waiting until more than some number of items are there.
 
-    def __init__(self) -> None:
-        self._items: deque[T] = deque()
-        self._waiter: asyncio.Future | None = None
+    Subclasses define `__len__` and call `_wake()` whenever items arrive.
+    """
+
+    _waiter: asyncio.Future | None = None
 
     def __len__(self) -> int:
-        return len(self._items)
+        raise NotImplementedError
 
-    def put(self, item: T) -> None:
-        self._items.append(item)
+    def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
-
-    def __iter__(self) -> Iterator[T]:
-        return iter(self._items)
 
     async def wait(self, timeout: float | None = None, more_than: int = 0) -> bool:
         """True once more than `more_than` items wait; False if `timeout` seconds pass first.
 
         `more_than` may be at most the number waiting now (one more put suffices).
         """
-        if len(self._items) > more_than:
+        if len(self) > more_than:
             return True
         loop = asyncio.get_running_loop()
         self._waiter = waiter = loop.create_future()
@@ -50,7 +47,24 @@ class Inbox(Generic[T]):
             if timer is not None:
                 timer.cancel()
             self._waiter = None
-        return len(self._items) > more_than
+        return len(self) > more_than
+
+
+class Inbox(Waitable, Generic[T]):
+    """Items in arrival order, read by one consumer at a time."""
+
+    def __init__(self) -> None:
+        self._items: deque[T] = deque()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: T) -> None:
+        self._items.append(item)
+        self._wake()
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._items)
 
     def get(self) -> T:
         """The oldest item; only after `wait` returned True."""

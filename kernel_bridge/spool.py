@@ -12,7 +12,6 @@ them, lines stay in memory (the per-execution output cap still applies).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import tempfile
@@ -21,6 +20,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from . import messages
+from .inbox import Waitable
 from .messages import Line
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 MEMORY_BYTES = 4 * 1024 * 1024
 
 
-class OutputSpool:
+class OutputSpool(Waitable):
     """Lines in arrival order for one consumer: the oldest in memory, the rest on disk."""
 
     def __init__(self, memory_bytes: int = MEMORY_BYTES) -> None:
@@ -40,7 +40,6 @@ class OutputSpool:
         self._written = 0  # file offset of the next spilled line
         self._read = 0  # file offset of the next byte to send
         self._spilled_lines = 0  # lines in the file not yet sent in full
-        self._waiter: asyncio.Future | None = None
         self.ended = False  # END_OF_EXECUTION was put
 
     def __len__(self) -> int:
@@ -63,23 +62,7 @@ class OutputSpool:
             self._keep(line, size)
         elif not self._spill(line):
             self._keep(line, size)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def wait(self, timeout: float | None = None, more_than: int = 0) -> bool:
-        """True once more than `more_than` lines wait; False if `timeout` seconds pass first."""
-        if len(self) > more_than:
-            return True
-        loop = asyncio.get_running_loop()
-        self._waiter = waiter = loop.create_future()
-        timer = loop.call_later(timeout, _resolve, waiter) if timeout is not None else None
-        try:
-            await waiter
-        finally:
-            if timer is not None:
-                timer.cancel()
-            self._waiter = None
-        return len(self) > more_than
+        self._wake()
 
     def take(self, max_bytes: int) -> bytes:
         """Encoded lines, oldest first, about `max_bytes` of them (at least one line's worth)."""
@@ -140,8 +123,3 @@ def _size(line: Line) -> int:
         elif isinstance(value, dict):
             size += sum(len(v) for v in value.values() if isinstance(v, str))
     return size
-
-
-def _resolve(waiter: asyncio.Future) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
