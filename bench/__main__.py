@@ -9,7 +9,7 @@ import time
 import psutil
 from e2b_code_interpreter import Sandbox
 
-from bench import cases
+from bench import cases, footprint
 from bench.stats import Target, render
 from tests.harness import start_daemon
 
@@ -51,6 +51,7 @@ def main() -> None:
         ))
     finally:
         daemon.stop()
+    rows += footprint.cases(samples // 2)  # a fresh daemon: idle memory, JavaScript vs Python
     print(f"machine: {platform.machine()}, {psutil.cpu_count()} cpus, "
           f"{psutil.virtual_memory().total / 2**30:.0f} GiB, python {platform.python_version()}")
     print(render(rows))

@@ -40,7 +40,7 @@ class Context:
     It is the `ExecutionHost` of its executions and the `Watched` of its watchdog.
     """
 
-    def __init__(self, registry: Registry, language: str, cwd: str) -> None:
+    def __init__(self, registry: Registry, language: str, cwd: str, lazy: bool = False) -> None:
         self.id = str(uuid.uuid4())
         self.language = language
         self.cwd = cwd
@@ -48,6 +48,9 @@ class Context:
         self.kernel: Kernel | None = None
         self.deleted = False
         self.dead = False
+        # No kernel until first used (the default JavaScript context): see `ensure_started`.
+        self.lazy = lazy
+        self._first_start: asyncio.Task[Context] | None = None
         self._registry = registry
         self._ready = asyncio.Event()
         self._replace_lock = asyncio.Lock()
@@ -71,6 +74,32 @@ class Context:
         task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------ kernel attach/replace
+
+    async def ensure_started(self) -> None:
+        """Start a lazy context's kernel on its first use; ContextError if it cannot start.
+
+        The start is a task of its own: concurrent first uses share it, and a
+        client that leaves mid-start does not stop it. After a failure the
+        context stays lazy and the next use tries again (and reports again).
+        """
+        if not self.lazy or self.deleted:
+            return
+        task = self._first_start
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._first_start = self._registry.spawn(self._start_first())
+        await asyncio.shield(task)
+
+    async def _start_first(self) -> Context:
+        kernel = await self._registry.obtain_kernel(self.language)
+        if self.deleted:  # deleted while the kernel was starting
+            await kernel.shutdown(now=True)
+            return self
+        await self.attach(kernel)
+        self.lazy = False
+        if self.deleted:  # deleted while the cwd was being applied
+            self.kernel = None
+            await kernel.shutdown(now=True)
+        return self
 
     async def attach(self, kernel: Kernel, creating: bool = True) -> None:
         """Apply cwd to a fresh kernel and make it current.
@@ -157,7 +186,20 @@ class Context:
         self.track(asyncio.create_task(kernel.shutdown(now=True)))
 
     async def restart(self) -> None:
-        """Explicit restart (docs/code-interpreter-api.md §2.6): in-flight run ends with UnexpectedEndOfExecution."""
+        """Explicit restart (docs/code-interpreter-api.md §2.6): in-flight run ends with UnexpectedEndOfExecution.
+
+        A lazy context that has no kernel yet has nothing to restart (its first
+        use starts a fresh one); one whose first start is under way waits for it.
+        """
+        if self.lazy:
+            if self._first_start is None or self._first_start.done():
+                return
+            try:
+                await asyncio.shield(self._first_start)
+            except Exception:
+                return  # reported at the next use
+            if self.lazy:
+                return
         self.dead = False
         await self.replace_kernel(self.kernel, CLOSED)
 
@@ -173,6 +215,12 @@ class Context:
 
     async def kernel_for_execution(self) -> Kernel | None:
         """The kernel to run on, after any restart in progress; None if deleted/dead."""
+        if self.lazy:
+            try:
+                await self.ensure_started()  # the route has done it already, reporting failures
+            except Exception:
+                log.warning("context %s: kernel could not be started", self.id, exc_info=True)
+                return None
         while True:
             await self._ready.wait()
             if self.deleted:
@@ -365,11 +413,15 @@ class Registry:
 
     async def _shielded(self, work: Coroutine[Any, Any, Context]) -> Context:
         """Run `work` in a task of its own: a cancelled caller does not stop it (docs/code-interpreter-api.md §2.3)."""
+        return await asyncio.shield(self.spawn(work))
+
+    def spawn(self, work: Coroutine[Any, Any, Context]) -> asyncio.Task[Context]:
+        """A context creation or first start as a task of its own, cancelled at `stop`."""
         task = asyncio.create_task(work)
         self._creations.add(task)
         task.add_done_callback(self._creations.discard)
         task.add_done_callback(_retrieve_exception)  # nobody may be left to await it
-        return await asyncio.shield(task)
+        return task
 
     async def _create(self, language: str, cwd: str) -> Context:
         kernel = await self.obtain_kernel(language)
@@ -421,15 +473,30 @@ class Registry:
     # ------------------------------------------------------------ start/stop
 
     async def start(self, extra_defaults: tuple[str, ...]) -> None:
-        """After `open`: Python default (fatal on failure), then optional defaults, then spares."""
+        """After `open`: Python default (fatal on failure), then optional defaults, then spares.
+
+        The optional defaults (JavaScript) are listed at once but start their
+        kernel on first use (docs/code-interpreter-api.md §4.3): an idle
+        sandbox holds no JavaScript kernel.
+        """
         await self.default_for(languages.PYTHON)
         for language in extra_defaults:
             try:
-                await self.default_for(language)
+                self._add_lazy_default(language)
             except ContextError as exc:
                 log.warning("default %s context not created: %s", language, exc)
         for language in SPARE_LANGUAGES:
             self._refill_spare(language)
+
+    def _add_lazy_default(self, language: str) -> None:
+        """Record a default context without a kernel, unless one exists or is being created."""
+        self._spec_for(language)  # not installed: ContextError, as a creation would say
+        lock = self._language_locks.get(language)
+        if language in self._defaults or (lock is not None and lock.locked()):
+            return
+        context = Context(self, language, self.default_cwd, lazy=True)
+        self.contexts[context.id] = context
+        self._defaults[language] = context.id
 
     def kill_all(self) -> None:
         """Daemon exit: no kernel may outlive it (docs/code-interpreter-api.md §4.13), whatever shutdown managed."""

@@ -34,11 +34,16 @@ log = logging.getLogger(__name__)
 
 KERNEL_SIDE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_side")
 READY_TIMEOUT = 60.0
-# Kernels not built on ipykernel may publish output after `idle`: Deno 2.9 sends
-# execute_result after it in ~7% of runs, at most ~1 ms later (400 runs
-# measured); keep listening this long. This wait is added to every JS run.
+# Kernels may publish output after `idle`: Deno 2.9 sends execute_result after
+# it in ~7% of runs, at most ~1 ms later (400 runs measured); keep listening
+# this long. This wait is added to every run of such a kernel.
 LATE_OUTPUT_GRACE = 0.025
+# Known to publish everything before `idle`: ipykernel and bash_kernel (by
+# language), and envd's Node.js kernel (packaging/js-kernel, by program), which
+# flushes its coalesced streams before any other message. R and Java (not
+# measured) keep the grace.
 _ORDERED_LANGUAGES = ("python", "bash")
+_ORDERED_PROGRAMS = ("node", "nodejs")
 # Messages read per reader callback before yielding to the loop (output floods).
 DRAIN_BATCH = 64
 #: Bytes one drain takes before it lets the execution consume them.
@@ -89,7 +94,7 @@ class Kernel:
         self.language = language
         self.kernel_id = str(uuid.uuid4())
         self._env = _kernel_env(language, env)
-        self.settle_delay = 0.0 if language in _ORDERED_LANGUAGES else LATE_OUTPUT_GRACE
+        self.settle_delay = 0.0 if language in _ORDERED_LANGUAGES else LATE_OUTPUT_GRACE  # see start()
         self._launch_cwd = launch_cwd
         self._output = output  # where the kernel process's own stdout/stderr go
         self._live = live if live is not None else set()  # owner's set of launched kernels
@@ -113,6 +118,8 @@ class Kernel:
             argv = self.km.kernel_spec.argv if self.km.kernel_spec else []
             program = os.path.basename(argv[0]) if argv else ""
             self.interruptible = program not in _UNINTERRUPTIBLE_PROGRAMS
+            if program in _ORDERED_PROGRAMS:
+                self.settle_delay = 0.0
             await self.km.start_kernel(
                 env=self._env,
                 cwd=self._launch_cwd,
@@ -216,7 +223,10 @@ class Kernel:
             "store_history": not silent,
             "user_expressions": {},
             "allow_stdin": False,
-            "stop_on_error": not silent,
+            # Never: requests are serialised per context, so there is no queue to stop, and
+            # ipykernel would abort whatever arrives before its abort window closes (the
+            # next run_code after an error came back "ExecutionAborted" now and then).
+            "stop_on_error": False,
         }
         msg = self.kc.session.send(self._shell, "execute_request", content)
         # A send may consume the socket's edge-triggered readiness: look again soon.
@@ -322,6 +332,6 @@ def receive_message(session: Session, frames: list[bytes]) -> dict[str, Any]:
 
 def _kernel_env(language: str, env: dict[str, str]) -> dict[str, str]:
     """Per-language tweaks: JS kernels (Deno) colour `text/plain` unless NO_COLOR is set."""
-    if language in ("javascript", "typescript"):
+    if language in ("javascript", "typescript", "deno"):
         return {**env, "NO_COLOR": "1"}
     return env

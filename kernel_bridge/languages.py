@@ -28,17 +28,22 @@ TYPESCRIPT = "typescript"
 R = "r"
 JAVA = "java"
 BASH = "bash"
+#: Deno's own kernel, kept for code written for Deno (E2B's template has it too);
+#: `javascript` and `typescript` run on Node.js.
+DENO = "deno"
+_JS_LANGUAGES = (JAVASCRIPT, TYPESCRIPT, DENO)
 
 _ALIASES = {"js": JAVASCRIPT, "ts": TYPESCRIPT}
 
 # docs/code-interpreter-api.md §4.2.2: language -> candidate kernel spec names, first installed wins.
 _SPEC_CANDIDATES: dict[str, tuple[str, ...]] = {
     PYTHON: ("python3", "python"),
-    JAVASCRIPT: ("javascript", "deno", "tslab", "jslab"),
-    TYPESCRIPT: ("javascript", "deno", "tslab"),
+    JAVASCRIPT: ("javascript", "deno"),
+    TYPESCRIPT: ("javascript", "deno"),
     R: ("r", "ir"),
     JAVA: ("java",),
     BASH: ("bash",),
+    DENO: ("deno",),
 }
 
 _SHELL_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -144,7 +149,7 @@ def installed_languages(installed: Mapping[str, str]) -> list[str]:
     """Languages of docs/code-interpreter-api.md §4.2.2 that have a kernel among the `installed` specs."""
     return [
         lang
-        for lang in (PYTHON, JAVASCRIPT, TYPESCRIPT, R, JAVA, BASH)
+        for lang in (PYTHON, JAVASCRIPT, TYPESCRIPT, R, JAVA, BASH, DENO)
         if any(name in installed for name in _SPEC_CANDIDATES.get(lang, (lang,)))
     ]
 
@@ -215,7 +220,7 @@ def cwd_code(language: str, path: str) -> str | None:
             "    print(_e2b_cd_error)\n"
             "    del _e2b_cd_error"
         )
-    if language in (JAVASCRIPT, TYPESCRIPT):
+    if language in _JS_LANGUAGES:
         return f"process.chdir({js_literal(path)})"
     if language == R:
         return f"setwd({r_literal(path)})"
@@ -258,7 +263,7 @@ def env_restore_code(language: str, keys: Iterable[str]) -> str | None:
             "    os.environ.pop(_envd_k, None) if _envd_v is None else os.environ.__setitem__(_envd_k, _envd_v)\n"
             "globals().pop('_envd_k', None); globals().pop('_envd_v', None)"
         )
-    if language in (JAVASCRIPT, TYPESCRIPT):
+    if language in _JS_LANGUAGES:
         return (
             'for (const [k, v] of Object.entries(globalThis["__envdSaved"] ?? {})) '
             "{ if (v === undefined) delete process.env[k]; else process.env[k] = v; }\n"
@@ -289,7 +294,7 @@ def _save(language: str, keys: list[str]) -> str:
     if language == PYTHON:
         listed = ", ".join(py_literal(k) for k in keys)
         return f"import os; _envd_saved = {{k: os.environ.get(k) for k in ({listed},)}}"
-    if language in (JAVASCRIPT, TYPESCRIPT):
+    if language in _JS_LANGUAGES:
         listed = ", ".join(js_literal(k) for k in keys)
         return f'globalThis["__envdSaved"] = Object.fromEntries([{listed}].map((k) => [k, process.env[k]]));'
     if language == R:
@@ -305,7 +310,7 @@ def _save(language: str, keys: list[str]) -> str:
 def _set_one(language: str, key: str, value: str) -> str | None:
     if language == PYTHON:
         return f"import os; os.environ[{py_literal(key)}] = {py_literal(value)}"
-    if language in (JAVASCRIPT, TYPESCRIPT):
+    if language in _JS_LANGUAGES:
         return f"process.env[{js_literal(key)}] = {js_literal(value)}"
     if language == R:
         return f"Sys.setenv({r_literal(key)} = {r_literal(value)})"

@@ -265,6 +265,8 @@ class CodeInterpreter:
             return _text(400, "Only one of context_id or language can be provided")
         try:
             context = await self._resolve_context(context_id, language)
+            if context is not None:
+                await context.ensure_started()  # a lazy default's kernel starts on first use
         except ContextError as exc:
             return _text(500, str(exc))
         if context is None:

@@ -28,7 +28,10 @@ __import__("runpy").run_path(_os.path.join(_here, "output.py"), run_name="__e2b_
 
 # Run startup.py in its own namespace (runpy) so nothing leaks into the user's
 # globals; store_history is off for exec_lines, so the execution counter stays at 1.
+# The line's value is None: the displayhook ignores the `;` of an exec line, and
+# showing run_path's result (startup.py's globals) bound them to `_` in the user
+# namespace and had the JSON formatter import numpy (~14 MB per kernel).
 _startup = _os.path.join(_here, "startup.py")
 c.IPKernelApp.exec_lines = [
-    f"__import__('runpy').run_path({_startup!r}, run_name='__e2b_kernel_startup__');"
+    f"__import__('runpy').run_path({_startup!r}, run_name='__e2b_kernel_startup__') and None"
 ]

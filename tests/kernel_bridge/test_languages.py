@@ -41,7 +41,7 @@ def test_javascript_stdout(sandbox, code, stdout):
 
 def test_javascript_await_result_and_error(sandbox):
     require_kernel("javascript")
-    for _ in range(3):  # the Deno kernel publishes results after `idle`; none may be lost
+    for _ in range(3):  # no result may be lost (Deno published them after `idle`)
         assert sandbox.run_code("await Promise.resolve('Hello World!')", language="js").text == "Hello World!"
     error = sandbox.run_code("throw new Error('boom')", language="js").error
     assert error.value == "boom"
@@ -77,18 +77,38 @@ def test_javascript_context_with_cwd(sandbox):
         sandbox.remove_code_context(context)
 
 
-def test_javascript_timeout_then_next_run_works(sandbox):
-    """Deno dies on SIGINT; the context is restarted and keeps serving (docs/code-interpreter-api.md §4.10, §4.11)."""
-    require_kernel("javascript")
+@pytest.mark.parametrize("language", ["javascript", "deno"])
+def test_javascript_timeout_then_next_run_works(sandbox, language):
+    """Node.js is interrupted, Deno (which dies on SIGINT) replaced; the context keeps serving.
+
+    docs/code-interpreter-api.md §4.10, §4.11.
+    """
+    require_kernel(language)
     from e2b import TimeoutException
 
-    context = sandbox.create_code_context(language="javascript")
+    context = sandbox.create_code_context(language=language)
     try:
         with pytest.raises(TimeoutException):
             sandbox.run_code("while (true) {}", context=context, timeout=2)
         assert sandbox.run_code("1 + 1", context=context, timeout=60).text == "2"
     finally:
         sandbox.remove_code_context(context)
+
+
+def test_javascript_results_look_like_node(sandbox):
+    """Node.js's util.inspect, as E2B's JavaScript kernel shows them; strings without quotes."""
+    require_kernel("javascript")
+    assert sandbox.run_code("({a: 1, b: [1, 2]})", language="js").text == "{ a: 1, b: [ 1, 2 ] }"
+    assert sandbox.run_code("'it' + 's'", language="js").text == "its"
+    assert sandbox.run_code("let kbUndefined; kbUndefined", language="js").results == []
+
+
+def test_deno_language(sandbox):
+    """`deno` is Deno's own kernel (E2B's template has it too): cwd and env vars as for JavaScript."""
+    require_kernel("deno")
+    assert sandbox.run_code("process.cwd()", language="deno").text == "/home/user"
+    execution = sandbox.run_code("Deno.env.get('KB_DENO')", language="deno", envs={"KB_DENO": "yes"})
+    assert execution.text == "yes"
 
 
 # ---------------------------------------------------------------- bash

@@ -39,6 +39,15 @@ def _kernel_count(daemon) -> int:
     return count
 
 
+def _kernel_backed(contexts: list[dict]) -> int:
+    """Contexts with a kernel in a daemon whose default JavaScript context was never used.
+
+    That default is listed from the start but starts its kernel on first use
+    (docs/code-interpreter-api.md §4.3).
+    """
+    return len(contexts) - any(c["language"] == "javascript" for c in contexts)
+
+
 def _settled_kernel_count(daemon, quiet: float = 4.0, timeout: float = 90.0) -> int:
     """The kernel count once it has not changed for `quiet` seconds (spares started, old ones gone)."""
     deadline = time.monotonic() + timeout
@@ -111,7 +120,7 @@ async def test_delete_during_restart_leaks_no_kernel(daemon_factory):
         await second
     contexts = _contexts(extra)
     assert context_id not in [c["id"] for c in contexts]
-    assert _settled_kernel_count(extra) == len(contexts) + 1  # + the python spare
+    assert _settled_kernel_count(extra) == _kernel_backed(contexts) + 1  # + the python spare
     assert "Traceback" not in extra.log_text()
 
 
@@ -146,8 +155,8 @@ def test_restart_with_removed_cwd_keeps_the_context(daemon, sandbox, language):
 # ---------------------------------------------------------------- item 4: JS timeout
 
 
-def test_javascript_timeout_replaces_kernel_without_death(daemon, sandbox):
-    """Deno cannot be interrupted: the kernel is replaced on purpose (state lost), no crash is logged."""
+def test_javascript_timeout_interrupts_and_keeps_state(daemon, sandbox):
+    """The Node.js kernel is interrupted (SIGINT): the same kernel goes on, with its variables."""
     require_kernel("javascript")
     context = sandbox.create_code_context(language="javascript")
     try:
@@ -155,9 +164,31 @@ def test_javascript_timeout_replaces_kernel_without_death(daemon, sandbox):
         log_start = len(daemon.log_text())
         with pytest.raises(TimeoutException):
             sandbox.run_code("while (true) {}", context=context, timeout=2)
+        after = sandbox.run_code("kbState + 1", context=context, timeout=60)
+        assert after.error is None, after.error
+        assert after.text == "42"
+        assert sandbox.run_code("1 + 1", context=context, timeout=60).text == "2"
+        time.sleep(1.5)  # a watchdog tick: a kernel killed by the SIGINT would be reported now
+        log = daemon.log_text()[log_start:]
+        assert f"context {context.id}: kernel died" not in log, log
+        assert "cannot be interrupted" not in log, log
+        assert "WARNING" not in "\n".join(line for line in log.splitlines() if context.id in line), log
+    finally:
+        sandbox.remove_code_context(context)
+
+
+def test_deno_timeout_replaces_kernel_without_death(daemon, sandbox):
+    """Deno cannot be interrupted: the kernel is replaced on purpose (state lost), no crash is logged."""
+    require_kernel("deno")
+    context = sandbox.create_code_context(language="deno")
+    try:
+        sandbox.run_code("globalThis.kbState = 41", context=context)
+        log_start = len(daemon.log_text())
+        with pytest.raises(TimeoutException):
+            sandbox.run_code("while (true) {}", context=context, timeout=2)
         after = sandbox.run_code("typeof kbState", context=context, timeout=60)
         assert after.error is None, after.error
-        assert after.text == "undefined"  # documented: JS state is lost on a timeout
+        assert after.text == "undefined"  # documented: Deno state is lost on a timeout
         assert sandbox.run_code("1 + 1", context=context, timeout=60).text == "2"
         time.sleep(1.5)  # a watchdog tick: a SIGINT-killed kernel would be reported now
         log = daemon.log_text()[log_start:]
@@ -182,12 +213,40 @@ def test_nan_in_list_displays_as_null_json(sandbox):
 @pytest.mark.host_only
 def test_only_python_keeps_a_spare(daemon_factory):
     extra = daemon_factory(code_interpreter=True)
-    languages = [c["language"] for c in _contexts(extra)]
-    assert _settled_kernel_count(extra) == len(languages) + 1  # python spare only
-    if "javascript" in languages:  # a JS context is created on demand, no JS spare afterwards
+    contexts = _contexts(extra)
+    assert _settled_kernel_count(extra) == _kernel_backed(contexts) + 1  # python spare only
+    if "javascript" in [c["language"] for c in contexts]:  # a JS context is created on demand, no JS spare
         created = httpx.post(f"{extra.url}/contexts", json={"language": "js"}, headers=CI_HEADERS, timeout=60)
         assert created.status_code == 200, created.text
-        assert _settled_kernel_count(extra) == len(_contexts(extra)) + 1
+        assert _settled_kernel_count(extra) == _kernel_backed(_contexts(extra)) + 1
     created = httpx.post(f"{extra.url}/contexts", json={}, headers=CI_HEADERS, timeout=60)
     assert created.status_code == 200, created.text
-    assert _settled_kernel_count(extra) == len(_contexts(extra)) + 1  # the python spare was refilled
+    assert _settled_kernel_count(extra) == _kernel_backed(_contexts(extra)) + 1  # the python spare was refilled
+
+
+@pytest.mark.host_only
+def test_default_javascript_context_starts_on_first_use(daemon_factory):
+    """Listed from the start, no kernel until used; a restart before that starts none (issue #18)."""
+    require_kernel("javascript")
+    extra = daemon_factory(code_interpreter=True)
+    contexts = _contexts(extra)
+    default = next(c for c in contexts if c["language"] == "javascript")
+    assert default["cwd"] == [c for c in contexts if c["language"] == "python"][0]["cwd"]
+    assert _settled_kernel_count(extra) == 2  # python default + spare
+    restarted = httpx.post(f"{extra.url}/contexts/{default['id']}/restart", headers=CI_HEADERS, timeout=60)
+    assert (restarted.status_code, restarted.text) == (200, "null")
+    assert _kernel_count(extra) == 2
+    # First use by id, twice at once: one kernel starts, both runs see it.
+    async def run_twice() -> tuple[httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(base_url=extra.url, headers=CI_HEADERS, timeout=60) as client:
+            body = {"code": "globalThis.kbRuns = (globalThis.kbRuns || 0) + 1", "context_id": default["id"]}
+            return await asyncio.gather(client.post("/execute", json=body), client.post("/execute", json=body))
+
+    for response in asyncio.run(run_twice()):
+        assert response.status_code == 200, response.text
+    by_language = httpx.post(
+        f"{extra.url}/execute", json={"code": "kbRuns", "language": "js"}, headers=CI_HEADERS, timeout=60
+    )
+    assert '"text":"2"' in by_language.text.replace(" ", ""), by_language.text
+    assert _settled_kernel_count(extra) == 3
+    assert _contexts(extra) == contexts  # the same contexts, in the same order
