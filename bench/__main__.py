@@ -43,17 +43,22 @@ def main() -> None:
         rows.append(cases.many_watchers(daemon, 1000))
         time.sleep(3)  # let spare kernels settle
         fds_after, children_after = cases.resource_counts(daemon)
-        rows.append(Target(
-            "fds / child processes before -> after",
-            f"{fds_before} -> {fds_after} / {children_before} -> {children_after}",
-            "-", "no growth",
-            fds_after <= fds_before and children_after <= children_before,
-        ))
+        rows.append(
+            Target(
+                "fds / child processes before -> after",
+                f"{fds_before} -> {fds_after} / {children_before} -> {children_after}",
+                "-",
+                "no growth",
+                fds_after <= fds_before and children_after <= children_before,
+            )
+        )
     finally:
         daemon.stop()
     rows += footprint.cases(samples // 2)  # a fresh daemon: idle memory, JavaScript vs Python
-    print(f"machine: {platform.machine()}, {psutil.cpu_count()} cpus, "
-          f"{psutil.virtual_memory().total / 2**30:.0f} GiB, python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {psutil.cpu_count()} cpus, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, python {platform.python_version()}"
+    )
     print(render(rows))
 
 

@@ -46,10 +46,14 @@ def run_code_rtt(sbx: Sandbox, count: int) -> list[Target]:
     ours, base, same = asyncio.run(measure())
     met = ours.p50 <= 1.3 * base.p50 and ours.p99 <= 2 * base.p99
     return [
-        Target("run_code('x+=1; x') RTT", f"{ours}; {ours.p50 / base.p50:.2f}x", str(base),
-               "p50 <= 1.3x raw, p99 <= 2x raw p99", met),
-        Target("  same, raw kernel with envd's kernel config", f"{ours.p50 / same.p50:.2f}x",
-               str(same), "-", None),
+        Target(
+            "run_code('x+=1; x') RTT",
+            f"{ours}; {ours.p50 / base.p50:.2f}x",
+            str(base),
+            "p50 <= 1.3x raw, p99 <= 2x raw p99",
+            met,
+        ),
+        Target("  same, raw kernel with envd's kernel config", f"{ours.p50 / same.p50:.2f}x", str(same), "-", None),
     ]
 
 
@@ -81,18 +85,24 @@ def run_code_streaming(sbx: Sandbox, lines: int) -> Target:
             await kernel.stop()
 
     ours, base = asyncio.run(measure())
-    return Target(f"run_code printing {lines:,} lines", f"{ours:,.0f} lines/s",
-                  f"{base:,.0f} lines/s", ">= 0.9x raw", ours >= 0.9 * base)
+    return Target(
+        f"run_code printing {lines:,} lines",
+        f"{ours:,.0f} lines/s",
+        f"{base:,.0f} lines/s",
+        ">= 0.9x raw",
+        ours >= 0.9 * base,
+    )
 
 
 def rich_outputs(sbx: Sandbox) -> list[Target]:
-    sbx.run_code("import pandas as pd, numpy as np\n"
-                 "df = pd.DataFrame(np.random.rand(2000, 20))\n"
-                 "import matplotlib.pyplot as plt")
+    sbx.run_code(
+        "import pandas as pd, numpy as np\ndf = pd.DataFrame(np.random.rand(2000, 20))\nimport matplotlib.pyplot as plt"
+    )
     frame = time_calls(lambda: sbx.run_code("df"), 10, warmup=2)
     plot = time_calls(
         lambda: sbx.run_code("plt.plot([1, 2, 3], [3, 1, 2]); plt.title('t'); plt.show()"),
-        10, warmup=2,
+        10,
+        warmup=2,
     )
     return [
         Target("run_code returning a 2000x20 DataFrame", str(frame), "-", "-", None),
@@ -147,11 +157,14 @@ def concurrent_contexts(daemon: DaemonProcess, contexts: int, runs: int) -> list
     ours_cpu, base_cpu = (statistics.median(cpu_ms[k]) for k in ("daemon", "raw driver"))
     name = f"{contexts} contexts x {runs} run_code"
     return [
-        Target(name, f"{ours:,.0f} ops/s ({ours / base:.2f}x), daemon CPU {ours_cpu:.2f} ms/op",
-               f"{base:,.0f} ops/s, driver CPU {base_cpu:.2f} ms/op", ">= 0.8x raw",
-               ours >= 0.8 * base),
-        Target("  same, raw kernels with envd's kernel config", f"{ours / same:.2f}x",
-               f"{same:,.0f} ops/s", "-", None),
+        Target(
+            name,
+            f"{ours:,.0f} ops/s ({ours / base:.2f}x), daemon CPU {ours_cpu:.2f} ms/op",
+            f"{base:,.0f} ops/s, driver CPU {base_cpu:.2f} ms/op",
+            ">= 0.8x raw",
+            ours >= 0.8 * base,
+        ),
+        Target("  same, raw kernels with envd's kernel config", f"{ours / same:.2f}x", f"{same:,.0f} ops/s", "-", None),
     ]
 
 
@@ -169,8 +182,7 @@ def create_context(sbx: Sandbox, count: int) -> list[Target]:
         sbx.remove_code_context(second)
     warm_latency = Latency(warm)
     return [
-        Target("create_code_context, warm spare", str(warm_latency), "-", "p50 <= 50 ms",
-               warm_latency.p50 <= 50),
+        Target("create_code_context, warm spare", str(warm_latency), "-", "p50 <= 50 ms", warm_latency.p50 <= 50),
         Target("create_code_context, cold", str(Latency(cold)), "-", "-", None),
     ]
 
@@ -181,10 +193,8 @@ def commands(sbx: Sandbox, count: int) -> list[Target]:
     seq = time_calls(lambda: sbx.commands.run("seq 200000"), 5, warmup=1)
     seq_base = asyncio.run(raw.spawn_latency("seq 200000", 5))
     return [
-        Target("commands.run('true')", str(ours), str(base), "p50 <= 1.2x raw + 2 ms",
-               ours.p50 <= 1.2 * base.p50 + 2),
-        Target("commands.run('seq 200000')", f"p50 {seq.p50:.1f} ms",
-               f"p50 {seq_base.p50:.1f} ms", "-", None),
+        Target("commands.run('true')", str(ours), str(base), "p50 <= 1.2x raw + 2 ms", ours.p50 <= 1.2 * base.p50 + 2),
+        Target("commands.run('seq 200000')", f"p50 {seq.p50:.1f} ms", f"p50 {seq_base.p50:.1f} ms", "-", None),
     ]
 
 
@@ -194,8 +204,7 @@ def output_flood(sbx: Sandbox, daemon: DaemonProcess) -> list[Target]:
     the daemon's memory must stay flat and other requests must still answer."""
     import urllib.request
 
-    handle = sbx.commands.run("head -c 200000000 /dev/zero | tr '\\0' x", background=True,
-                              timeout=0)
+    handle = sbx.commands.run("head -c 200000000 /dev/zero | tr '\\0' x", background=True, timeout=0)
     health = []
     with RssSampler(daemon.pid) as rss:
         for _ in range(40):
@@ -206,10 +215,14 @@ def output_flood(sbx: Sandbox, daemon: DaemonProcess) -> list[Target]:
     handle.kill()
     latency = Latency(health)
     return [
-        Target("200 MB output, stalled reader: daemon RSS growth", f"{rss.growth_mb:.1f} MB",
-               "-", "bounded", rss.growth_mb < 50),
-        Target("200 MB output, stalled reader: /health meanwhile", str(latency), "-",
-               "< 1 s", max(health) < 1000),
+        Target(
+            "200 MB output, stalled reader: daemon RSS growth",
+            f"{rss.growth_mb:.1f} MB",
+            "-",
+            "bounded",
+            rss.growth_mb < 50,
+        ),
+        Target("200 MB output, stalled reader: /health meanwhile", str(latency), "-", "< 1 s", max(health) < 1000),
     ]
 
 
@@ -222,17 +235,24 @@ def run_code_flood(daemon: DaemonProcess) -> list[Target]:
     headers = {"E2b-Sandbox-Port": "49999", "Content-Type": "application/json"}
     received = 0
     with RssSampler(daemon.pid) as rss:
-        with httpx.stream("POST", f"{daemon.url}/execute", json={"code": code},
-                          headers=headers, timeout=120) as response:
+        with httpx.stream(
+            "POST", f"{daemon.url}/execute", json={"code": code}, headers=headers, timeout=120
+        ) as response:
             time.sleep(3)
             for raw in response.iter_lines():
                 line = json.loads(raw)
                 if line["type"] == "stdout":
                     received += len(line["text"])
     whole = received == 200 << 20
-    return [Target("run_code printing 200 MB, reader pauses 3 s: daemon RSS growth",
-                   f"{rss.growth_mb:.1f} MB, {received / MB:.0f} MB received", "-",
-                   "<= 64 MB, all received", whole and rss.growth_mb <= 64)]
+    return [
+        Target(
+            "run_code printing 200 MB, reader pauses 3 s: daemon RSS growth",
+            f"{rss.growth_mb:.1f} MB, {received / MB:.0f} MB received",
+            "-",
+            "<= 64 MB, all received",
+            whole and rss.growth_mb <= 64,
+        )
+    ]
 
 
 def many_watchers(daemon: DaemonProcess, count: int) -> Target:
@@ -242,7 +262,8 @@ def many_watchers(daemon: DaemonProcess, count: int) -> Target:
 
     def rpc(method: str, body: dict) -> dict:
         request = urllib.request.Request(
-            f"{daemon.url}/filesystem.Filesystem/{method}", json.dumps(body).encode(),
+            f"{daemon.url}/filesystem.Filesystem/{method}",
+            json.dumps(body).encode(),
             {"Content-Type": "application/json", "Authorization": "Basic dXNlcjo="},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -256,20 +277,25 @@ def many_watchers(daemon: DaemonProcess, count: int) -> Target:
     for directory in directories:
         os.mkdir(directory)
         watchers.append(rpc("CreateWatcher", {"path": directory})["watcherId"])
-    instances = sum(1 for fd in os.listdir(f"/proc/{daemon.pid}/fd")
-                    if _link(f"/proc/{daemon.pid}/fd/{fd}") == "anon_inode:inotify")
+    instances = sum(
+        1 for fd in os.listdir(f"/proc/{daemon.pid}/fd") if _link(f"/proc/{daemon.pid}/fd/{fd}") == "anon_inode:inotify"
+    )
     growth = (process.memory_info().rss - before) / MB
     for directory in directories:
         open(os.path.join(directory, "f"), "w").close()
     saw_own = all(
-        [e["name"] for e in rpc("GetWatcherEvents", {"watcherId": w}).get("events", [])] == ["f"]
-        for w in watchers
+        [e["name"] for e in rpc("GetWatcherEvents", {"watcherId": w}).get("events", [])] == ["f"] for w in watchers
     )
     for watcher in watchers:
         rpc("RemoveWatcher", {"watcherId": watcher})
     shutil.rmtree(root)
-    return Target(f"{count:,} concurrent watchers", f"{instances} inotify instances, +{growth:.1f} MB RSS",
-                  "-", "all see their events", saw_own)
+    return Target(
+        f"{count:,} concurrent watchers",
+        f"{instances} inotify instances, +{growth:.1f} MB RSS",
+        "-",
+        "all see their events",
+        saw_own,
+    )
 
 
 def _link(path: str) -> str:
@@ -332,8 +358,9 @@ def _small_file_latency(sbx: Sandbox, remote: str, size: int, label: str) -> Tar
     data = os.urandom(size)
     write = time_calls(lambda: sbx.files.write(remote, data), 50)
     read = time_calls(lambda: sbx.files.read(remote, format="bytes"), 50)
-    return Target(f"files write/read {label}", f"write p50 {write.p50:.2f} ms, read p50 "
-                  f"{read.p50:.2f} ms", "-", "-", None)
+    return Target(
+        f"files write/read {label}", f"write p50 {write.p50:.2f} ms, read p50 {read.p50:.2f} ms", "-", "-", None
+    )
 
 
 def files(sbx: Sandbox, daemon: DaemonProcess, sizes: list[int]) -> list[Target]:
@@ -354,15 +381,25 @@ def files(sbx: Sandbox, daemon: DaemonProcess, sizes: list[int]) -> list[Target]
         goal, met = "-", None
         if size == 100 * MB:
             goal, met = ">= 0.8x loopback", up >= 0.8 * raw_up and down >= 0.8 * raw_down
-        rows.append(Target(
-            f"files write/read {label}",
-            f"{up:,.0f} / {down:,.0f} MB/s",
-            f"loopback {raw_up:,.0f} / {raw_down:,.0f} MB/s, cp {copy:,.0f} MB/s",
-            goal, met,
-        ))
+        rows.append(
+            Target(
+                f"files write/read {label}",
+                f"{up:,.0f} / {down:,.0f} MB/s",
+                f"loopback {raw_up:,.0f} / {raw_down:,.0f} MB/s, cp {copy:,.0f} MB/s",
+                goal,
+                met,
+            )
+        )
         if size >= 1000 * MB:
-            rows.append(Target(f"daemon RSS growth during {label} transfer",
-                               f"{rss.growth_mb:.1f} MB", "-", "< 50 MB", rss.growth_mb < 50))
+            rows.append(
+                Target(
+                    f"daemon RSS growth during {label} transfer",
+                    f"{rss.growth_mb:.1f} MB",
+                    "-",
+                    "< 50 MB",
+                    rss.growth_mb < 50,
+                )
+            )
         for path in (local, remote):
             os.unlink(path)
     shutil.rmtree(workdir)

@@ -50,8 +50,13 @@ def create_and_tti(count: int, warm: bool) -> list[Target]:
     goal_create, goal_tti = (50, 100) if warm else (1000, None)
     return [
         Target(f"Sandbox.create(), {kind}", str(create), "-", f"p50 <= {goal_create} ms", create.p50 <= goal_create),
-        Target(f"create -> first run_code result, {kind}", str(tti), "-",
-               f"p50 <= {goal_tti} ms" if goal_tti else "-", tti.p50 <= goal_tti if goal_tti else None),
+        Target(
+            f"create -> first run_code result, {kind}",
+            str(tti),
+            "-",
+            f"p50 <= {goal_tti} ms" if goal_tti else "-",
+            tti.p50 <= goal_tti if goal_tti else None,
+        ),
     ]
 
 
@@ -69,8 +74,9 @@ async def _rtt(session: aiohttp.ClientSession, url: str, headers: dict[str, str]
 async def _download(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> float:
     started = time.perf_counter()
     size = 0
-    async with session.get(f"{url}/files", params={"path": "/tmp/big.bin", "username": "user"},
-                           headers=headers) as response:
+    async with session.get(
+        f"{url}/files", params={"path": "/tmp/big.bin", "username": "user"}, headers=headers
+    ) as response:
         assert response.status == 200, response.status
         async for chunk in response.content.iter_chunked(1 << 20):
             size += len(chunk)
@@ -84,9 +90,10 @@ async def proxy_overhead(sandbox: Sandbox, proxy_url: str, socket_path: str, rou
     sandbox.run_code("x = 0")
     sandbox.commands.run("head -c 1000000000 /dev/urandom > /tmp/big.bin", timeout=120)
     via_proxy, direct, proxy_rates, direct_rates = [], [], [], []
-    async with aiohttp.ClientSession() as through, aiohttp.ClientSession(
-        connector=aiohttp.UnixConnector(path=socket_path)
-    ) as straight:
+    async with (
+        aiohttp.ClientSession() as through,
+        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=socket_path)) as straight,
+    ):
         for _ in range(5):  # alternate, so machine drift hits both alike
             via_proxy += await _rtt(through, proxy_url, routing, rounds)
             direct += await _rtt(straight, "http://sandbox", routing, rounds)
@@ -97,10 +104,20 @@ async def proxy_overhead(sandbox: Sandbox, proxy_url: str, socket_path: str, rou
     ratio = ours.p50 / base.p50
     rate, base_rate = max(proxy_rates), max(direct_rates)
     return [
-        Target("run_code('x+=1; x') RTT through the proxy", f"{ours}; {ratio:.2f}x", f"socket: {base}",
-               "p50 <= 1.1x direct", ratio <= 1.1),
-        Target("1 GB download through the proxy", f"{rate:,.0f} MB/s ({rate / base_rate:.2f}x)",
-               f"socket: {base_rate:,.0f} MB/s", ">= 0.8x direct", rate >= 0.8 * base_rate),
+        Target(
+            "run_code('x+=1; x') RTT through the proxy",
+            f"{ours}; {ratio:.2f}x",
+            f"socket: {base}",
+            "p50 <= 1.1x direct",
+            ratio <= 1.1,
+        ),
+        Target(
+            "1 GB download through the proxy",
+            f"{rate:,.0f} MB/s ({rate / base_rate:.2f}x)",
+            f"socket: {base_rate:,.0f} MB/s",
+            ">= 0.8x direct",
+            rate >= 0.8 * base_rate,
+        ),
     ]
 
 
@@ -114,8 +131,13 @@ def density(engine_url: str, sandbox_id: str) -> Target:
     memory = stats["memory_stats"]
     used = memory["usage"] - memory.get("stats", {}).get("inactive_file", 0)
     mb = used / 2**20
-    return Target("idle sandbox memory (container, daemon, default kernels)",
-                  f"{mb:.0f} MB, {int(16 * 1024 / mb)} per 16 GB", "-", "-", None)
+    return Target(
+        "idle sandbox memory (container, daemon, default kernels)",
+        f"{mb:.0f} MB, {int(16 * 1024 / mb)} per 16 GB",
+        "-",
+        "-",
+        None,
+    )
 
 
 def _point_sdk_at(plane) -> None:

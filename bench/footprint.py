@@ -134,11 +134,17 @@ def idle_sandbox(daemon: DaemonProcess) -> list[Target]:
     contexts = httpx.get(f"{daemon.url}/contexts", headers=HEADERS, timeout=30).json()
     languages = ", ".join(c["language"] for c in contexts)
     return [
-        Target("idle sandbox RSS/PSS, without the spare", f"RSS {lean_rss:.0f} MB, PSS {lean_pss:.0f} MB",
-               f"contexts: {languages}", f"RSS <= {SANDBOX_TARGET_MB} MB", lean_rss <= SANDBOX_TARGET_MB),
+        Target(
+            "idle sandbox RSS/PSS, without the spare",
+            f"RSS {lean_rss:.0f} MB, PSS {lean_pss:.0f} MB",
+            f"contexts: {languages}",
+            f"RSS <= {SANDBOX_TARGET_MB} MB",
+            lean_rss <= SANDBOX_TARGET_MB,
+        ),
         Target("  with the spare python kernel", f"RSS {rss:.0f} MB, PSS {pss:.0f} MB", "-", "-", None),
-        Target("  by process (RSS/PSS MB)", f"daemon {own.rss:.0f}/{own.pss:.0f}, {_describe(kernels)}",
-               "-", "-", None),
+        Target(
+            "  by process (RSS/PSS MB)", f"daemon {own.rss:.0f}/{own.pss:.0f}, {_describe(kernels)}", "-", "-", None
+        ),
     ]
 
 
@@ -156,8 +162,13 @@ def javascript_default(daemon: DaemonProcess, sbx: Sandbox) -> list[Target]:
     used_rss = sum(k.rss for k in js)
     used_pss = sum(k.pss for k in js)
     return [
-        Target("default JS context idle, before first use", f"RSS {idle_rss:.0f} MB", "-",
-               f"0 or <= {JS_DEFAULT_TARGET_MB} MB", idle_rss <= JS_DEFAULT_TARGET_MB),
+        Target(
+            "default JS context idle, before first use",
+            f"RSS {idle_rss:.0f} MB",
+            "-",
+            f"0 or <= {JS_DEFAULT_TARGET_MB} MB",
+            idle_rss <= JS_DEFAULT_TARGET_MB,
+        ),
         Target("  after first use (the JS kernel)", f"RSS {used_rss:.0f} MB, PSS {used_pss:.0f} MB", "-", "-", None),
         Target("  first run_code(language='js') (starts it)", f"{first_ms:.0f} ms", "-", "-", None),
     ]
@@ -173,8 +184,11 @@ def rtt_js_vs_python(sbx: Sandbox, count: int) -> list[Target]:
         python += time_calls(lambda: sbx.run_code("x+=1; x"), count // ROUNDS).samples
         javascript += time_calls(lambda: sbx.run_code("x+=1; x", language="js"), count // ROUNDS).samples
     js, py = Latency(javascript), Latency(python)
-    return [Target("run_code('x+=1; x') RTT, JavaScript vs Python", f"{js}; {js.p50 / py.p50:.2f}x",
-                   f"python: {py}", "-", None)]
+    return [
+        Target(
+            "run_code('x+=1; x') RTT, JavaScript vs Python", f"{js}; {js.p50 / py.p50:.2f}x", f"python: {py}", "-", None
+        )
+    ]
 
 
 def cases(count: int) -> list[Target]:

@@ -17,7 +17,9 @@ from bench.stats import Latency
 
 ENVD_KERNEL_CONFIG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    "kernel_bridge", "kernel_side", "ipython_kernel_config.py",
+    "kernel_bridge",
+    "kernel_side",
+    "ipython_kernel_config.py",
 )
 
 
@@ -124,20 +126,30 @@ async def spawn_latency(command: str, count: int, user: str = "user") -> Latency
     account = pwd.getpwnam(user)
     env = {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "HOME": account.pw_dir, "USER": user, "LOGNAME": user, "E2B_SANDBOX": "true",
+        "HOME": account.pw_dir,
+        "USER": user,
+        "LOGNAME": user,
+        "E2B_SANDBOX": "true",
     }
     credentials: _Credentials = (
-        {"user": account.pw_uid, "group": account.pw_gid,
-         "extra_groups": os.getgrouplist(user, account.pw_gid)}
-        if os.geteuid() == 0 else {}
+        {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": os.getgrouplist(user, account.pw_gid)}
+        if os.geteuid() == 0
+        else {}
     )
     samples = []
     for _ in range(count + 3):
         started = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
-            "/bin/bash", "-l", "-c", command, env=env, cwd=account.pw_dir,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True, **credentials,
+            "/bin/bash",
+            "-l",
+            "-c",
+            command,
+            env=env,
+            cwd=account.pw_dir,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            **credentials,
         )
         await proc.communicate()
         samples.append((time.perf_counter() - started) * 1000)

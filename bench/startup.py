@@ -29,9 +29,7 @@ MINIMAL_SERVER = (
 )
 
 
-def _time_until_healthy(
-    start: list[str], targets: list[tuple[str, str]], stop: list[str] | None = None
-) -> float:
+def _time_until_healthy(start: list[str], targets: list[tuple[str, str]], stop: list[str] | None = None) -> float:
     """Milliseconds from starting `start` until every (base url, API port) answers /health."""
     started = time.perf_counter()
     proc = subprocess.Popen(start, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
@@ -57,11 +55,17 @@ def bare_daemon() -> Target:
         argv = [sys.executable, "-m", "envd", "--host", "127.0.0.1", "--port", str(port), "--code-port", str(port)]
         ours.append(_time_until_healthy(argv, [(url, ENVD), (url, CODE)]))
         port = free_port()
-        floor.append(_time_until_healthy([sys.executable, "-c", MINIMAL_SERVER, str(port)],
-                                         [(f"http://127.0.0.1:{port}", ENVD)]))
+        floor.append(
+            _time_until_healthy([sys.executable, "-c", MINIMAL_SERVER, str(port)], [(f"http://127.0.0.1:{port}", ENVD)])
+        )
     mine, base = Latency(ours), Latency(floor)
-    return Target("bare daemon exec -> /health, both APIs", f"p50 {mine.p50:.0f} ms, p90 {mine.p90:.0f} ms",
-                  f"aiohttp floor p50 {base.p50:.0f} ms", "p50 <= 300 ms", mine.p50 <= 300)
+    return Target(
+        "bare daemon exec -> /health, both APIs",
+        f"p50 {mine.p50:.0f} ms, p90 {mine.p90:.0f} ms",
+        f"aiohttp floor p50 {base.p50:.0f} ms",
+        "p50 <= 300 ms",
+        mine.p50 <= 300,
+    )
 
 
 def container_start(engine: str, image: str) -> list[Target]:
@@ -70,32 +74,63 @@ def container_start(engine: str, image: str) -> list[Target]:
     for i in range(STARTS):
         envd_port, code_port = free_port(), free_port()
         name = f"envd-bench-{os.getpid()}-{i}"
-        run = [engine, "run", "--rm", "--name", name, *network,
-               "-p", f"127.0.0.1:{envd_port}:49983", "-p", f"127.0.0.1:{code_port}:49999", image]
+        run = [
+            engine,
+            "run",
+            "--rm",
+            "--name",
+            name,
+            *network,
+            "-p",
+            f"127.0.0.1:{envd_port}:49983",
+            "-p",
+            f"127.0.0.1:{code_port}:49999",
+            image,
+        ]
         targets = [(f"http://127.0.0.1:{envd_port}", ENVD), (f"http://127.0.0.1:{code_port}", CODE)]
         ours.append(_time_until_healthy(run, targets, stop=[engine, "stop", "--time", "5", name]))
         started = time.perf_counter()
-        subprocess.run([engine, "run", "--rm", *network, "--entrypoint", "true", image],
-                       capture_output=True, check=True)
+        subprocess.run(
+            [engine, "run", "--rm", *network, "--entrypoint", "true", image], capture_output=True, check=True
+        )
         floor.append((time.perf_counter() - started) * 1000)
     mine, base = Latency(ours), Latency(floor)
-    return [Target(f"{engine} run {image} -> both /health", f"p50 {mine.p50:.0f} ms, p90 {mine.p90:.0f} ms",
-                   f"run .. true: p50 {base.p50:.0f} ms", "p50 <= 500 ms", mine.p50 <= 500)]
+    return [
+        Target(
+            f"{engine} run {image} -> both /health",
+            f"p50 {mine.p50:.0f} ms, p90 {mine.p90:.0f} ms",
+            f"run .. true: p50 {base.p50:.0f} ms",
+            "p50 <= 500 ms",
+            mine.p50 <= 500,
+        )
+    ]
 
 
 def build(engine: str, variant: str) -> Target:
     tag = f"envd-bench:{variant}"
     started = time.perf_counter()
-    subprocess.run([os.path.join(ROOT, "packaging", "build-image.sh"), "--engine", engine,
-                    "--variant", variant, "--tag", tag, "--no-cache"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            os.path.join(ROOT, "packaging", "build-image.sh"),
+            "--engine",
+            engine,
+            "--variant",
+            variant,
+            "--tag",
+            tag,
+            "--no-cache",
+        ],
+        check=True,
+        capture_output=True,
+    )
     seconds = time.perf_counter() - started
-    return Target(f"image build ({variant}), no cache", f"{seconds:.0f} s, {image_size(engine, tag)}",
-                  "-", "-", None)
+    return Target(f"image build ({variant}), no cache", f"{seconds:.0f} s, {image_size(engine, tag)}", "-", "-", None)
 
 
 def image_size(engine: str, image: str) -> str:
-    size = subprocess.run([engine, "image", "inspect", "--format", "{{.Size}}", image],
-                          capture_output=True, text=True, check=True).stdout
+    size = subprocess.run(
+        [engine, "image", "inspect", "--format", "{{.Size}}", image], capture_output=True, text=True, check=True
+    ).stdout
     return f"{int(size) / 1e9:.2f} GB"
 
 

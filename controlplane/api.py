@@ -73,22 +73,24 @@ class Api:
         if host_routed_to is not None:
             middlewares.insert(0, _sandbox_hosts_to(host_routed_to))
         app = web.Application(middlewares=middlewares)
-        app.add_routes([
-            web.get("/health", self.health),
-            web.post("/v2/sandboxes", self.create_v2),
-            web.post("/sandboxes", self.create_v1),
-            web.get("/v2/sandboxes", self.list_v2),
-            web.get("/sandboxes", self.list_v1),
-            web.get("/sandboxes/{id}", self.info),
-            web.delete("/sandboxes/{id}", self.kill),
-            web.post("/sandboxes/{id}/timeout", self.set_timeout),
-            web.post("/v2/sandboxes/{id}/connect", self.connect),
-            web.post("/sandboxes/{id}/connect", self.connect),
-            web.post("/sandboxes/{id}/pause", self.pause),
-            web.get("/sandboxes/{id}/metrics", self.metrics),
-            web.post("/sandboxes/{id}/resume", self.resume),
-            web.get("/snapshots", self.no_snapshots),
-        ])
+        app.add_routes(
+            [
+                web.get("/health", self.health),
+                web.post("/v2/sandboxes", self.create_v2),
+                web.post("/sandboxes", self.create_v1),
+                web.get("/v2/sandboxes", self.list_v2),
+                web.get("/sandboxes", self.list_v1),
+                web.get("/sandboxes/{id}", self.info),
+                web.delete("/sandboxes/{id}", self.kill),
+                web.post("/sandboxes/{id}/timeout", self.set_timeout),
+                web.post("/v2/sandboxes/{id}/connect", self.connect),
+                web.post("/sandboxes/{id}/connect", self.connect),
+                web.post("/sandboxes/{id}/pause", self.pause),
+                web.get("/sandboxes/{id}/metrics", self.metrics),
+                web.post("/sandboxes/{id}/resume", self.resume),
+                web.get("/snapshots", self.no_snapshots),
+            ]
+        )
         for (method, path), feature in NOT_SUPPORTED.items():
             app.router.add_route(method, path, _not_supported(feature))
         return app
@@ -128,15 +130,20 @@ class Api:
             raise ApiError(400, "Idempotency-Key must be 1 to 255 characters of a-z, 0-9 and -")
         try:
             answer = await self.idempotent.once(
-                request[TEAM], key, {"route": request.path, "body": body},
+                request[TEAM],
+                key,
+                {"route": request.path, "body": body},
                 lambda: self._new_sandbox(request, secure, body),
             )
         except KeyMismatch:
-            return web.json_response({
-                "code": 409,
-                "message": "Idempotency-Key was already used with a different request",
-                "error_code": "idempotency_request_mismatch",
-            }, status=409)
+            return web.json_response(
+                {
+                    "code": 409,
+                    "message": "Idempotency-Key was already used with a different request",
+                    "error_code": "idempotency_request_mismatch",
+                },
+                status=409,
+            )
         return web.json_response(answer, status=201)
 
     async def _new_sandbox(self, request: web.Request, secure: bool, body: dict[str, Any]) -> dict[str, Any]:
@@ -159,10 +166,18 @@ class Api:
             internet = False  # everything out denied: no network at all
         try:
             sandbox = await self.manager.create(
-                request[TEAM], template, alias=name if name != template.id else None, timeout=timeout,
-                metadata=_string_map(body, "metadata"), env_vars=_string_map(body, "envVars"),
-                secure=secure, internet=internet, auto_pause=auto_pause, auto_pause_memory=auto_pause_memory,
-                auto_resume=auto_resume, network=network,
+                request[TEAM],
+                template,
+                alias=name if name != template.id else None,
+                timeout=timeout,
+                metadata=_string_map(body, "metadata"),
+                env_vars=_string_map(body, "envVars"),
+                secure=secure,
+                internet=internet,
+                auto_pause=auto_pause,
+                auto_pause_memory=auto_pause_memory,
+                auto_resume=auto_resume,
+                network=network,
             )
         except StartTimeout as exc:
             raise ApiError(504, str(exc), {"Should-Retry": "false"}) from None
@@ -215,18 +230,16 @@ class Api:
         headers = {}
         if start + limit < len(found):
             last = page[-1]
-            headers["x-next-token"] = base64.urlsafe_b64encode(
-                json.dumps([last.started_at, last.id]).encode()
-            ).decode()
+            headers["x-next-token"] = base64.urlsafe_b64encode(json.dumps([last.started_at, last.id]).encode()).decode()
         return web.json_response([s.listed(self.settings.client_id) for s in page], headers=headers)
 
     def _matching(self, request: web.Request) -> list[Sandbox]:
         """The team's running and paused sandboxes matching every metadata pair, newest first."""
         wanted = _metadata_query(request.query.get("metadata", ""))
         found = [
-            s for s in self.manager.sandboxes.values()
-            if self.manager.find(request[TEAM], s.id) is s
-            and all(s.metadata.get(k) == v for k, v in wanted.items())
+            s
+            for s in self.manager.sandboxes.values()
+            if self.manager.find(request[TEAM], s.id) is s and all(s.metadata.get(k) == v for k, v in wanted.items())
         ]
         return sorted(found, key=lambda s: (s.started_at, s.id), reverse=True)
 
@@ -253,7 +266,7 @@ class Api:
     async def set_timeout(self, request: web.Request) -> web.Response:
         sandbox = self._find(request)
         if sandbox.state == PAUSED:
-            raise ApiError(409, f"Sandbox \"{sandbox.id}\" is paused")
+            raise ApiError(409, f'Sandbox "{sandbox.id}" is paused')
         timeout = self._timeout(await _json_object(request), "timeout", allow_zero=True)
         sandbox.timeout = timeout
         self.manager.set_end(sandbox, time.time() + timeout)
@@ -287,14 +300,14 @@ class Api:
         if not isinstance(memory, bool):
             raise ApiError(400, "memory must be a boolean")
         if not await self.manager.pause(sandbox, memory=memory):
-            raise ApiError(409, f"Sandbox \"{sandbox.id}\" is already paused")
+            raise ApiError(409, f'Sandbox "{sandbox.id}" is already paused')
         return web.Response(status=204)
 
     async def resume(self, request: web.Request) -> web.Response:
         """The deprecated resume route: 201, or 409 when it is running."""
         sandbox = self._find(request)
         if sandbox.state != PAUSED:
-            raise ApiError(409, f"Sandbox \"{sandbox.id}\" is already running")
+            raise ApiError(409, f'Sandbox "{sandbox.id}" is already running')
         await self.manager.resume(sandbox, self._timeout(await _json_object(request), "timeout"))
         return web.json_response(self._sandbox(sandbox), status=201)
 
@@ -322,6 +335,7 @@ def _missing(request: web.Request) -> str:
 def _not_supported(feature: str) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         raise ApiError(501, f"{feature} is not supported by the local control plane")
+
     return handler
 
 
@@ -422,4 +436,3 @@ def _after_cursor(found: list[Sandbox], token: str | None) -> int:
         if (sandbox.started_at, sandbox.id) < (started_at, sandbox_id):
             return index
     return len(found)
-

@@ -37,18 +37,20 @@ class ControlPlane:
         await self._serve(proxy.app(), self.settings.proxy_port)
         if self.settings.tls_port:
             certificates = ensure_certificates(os.path.join(self.settings.state_dir, "tls"), self.settings.domain)
-            await self._serve(
-                api.app(host_routed_to=proxy), self.settings.tls_port, certificates.server_context()
+            await self._serve(api.app(host_routed_to=proxy), self.settings.tls_port, certificates.server_context())
+            log.info(
+                "domain mode: E2B_DOMAIN=%s SSL_CERT_FILE=%s", self.settings.public_domain, certificates.client_bundle
             )
-            log.info("domain mode: E2B_DOMAIN=%s SSL_CERT_FILE=%s", self.settings.public_domain,
-                     certificates.client_bundle)
 
     async def _check_templates(self) -> None:
         for template in self.settings.templates:
             if not await self.backend.image_present(template.image):
                 log.warning(
                     "template %s: image %s is not present; build it (packaging/build-image.sh --tag %s) "
-                    "or map the template to another image", template.id, template.image, template.image,
+                    "or map the template to another image",
+                    template.id,
+                    template.image,
+                    template.image,
                 )
 
     async def _serve(self, app: web.Application, port: int, ssl_context: ssl.SSLContext | None = None) -> None:

@@ -43,8 +43,7 @@ def find_engine_url(configured: str) -> str:
         return configured
     if os.environ.get("DOCKER_HOST"):
         return os.environ["DOCKER_HOST"]
-    for path in ("/var/run/docker.sock", "/run/podman/podman.sock",
-                 f"/run/user/{os.getuid()}/podman/podman.sock"):
+    for path in ("/var/run/docker.sock", "/run/podman/podman.sock", f"/run/user/{os.getuid()}/podman/podman.sock"):
         if os.path.exists(path):
             return f"unix://{path}"
     raise EngineError(
@@ -75,6 +74,7 @@ class DockerBackend:
                 return True
             except ImageNotFound:
                 return False
+
         return await asyncio.to_thread(check)
 
     async def create(self, sandbox_id: str, template: Template, internet: bool) -> None:
@@ -115,9 +115,7 @@ class DockerBackend:
 
     async def stats(self, sandbox_id: str) -> dict:
         """One sample of the engine's stats (cpu_stats, memory_stats) for the container."""
-        return await asyncio.to_thread(
-            lambda: self.client.containers.get(f"e2b-{sandbox_id}").stats(stream=False)
-        )
+        return await asyncio.to_thread(lambda: self.client.containers.get(f"e2b-{sandbox_id}").stats(stream=False))
 
     async def pause(self, sandbox_id: str) -> None:
         """Freeze every process (cgroup freezer); memory stays resident."""
@@ -136,23 +134,22 @@ class DockerBackend:
 
     async def remove(self, sandbox_id: str, container: str = "") -> None:
         """Force-remove the container (by name, or the given id) and the ingress directory."""
+
         def remove() -> None:
             try:
                 self.client.containers.get(container or f"e2b-{sandbox_id}").remove(force=True, v=True)
             except NotFound:
                 pass
+
         await asyncio.to_thread(remove)
         if sandbox_id and "/" not in sandbox_id and sandbox_id not in (".", ".."):
             shutil.rmtree(os.path.join(self.ingress_root, sandbox_id), ignore_errors=True)
 
     async def list_managed(self) -> list[Managed]:
         def listing() -> list[Managed]:
-            containers = self.client.containers.list(
-                all=True, filters={"label": f"{LABEL_MANAGER}={self.instance_id}"}
-            )
-            return [
-                Managed(c.id, c.labels.get(LABEL_SANDBOX, ""), c.status) for c in containers
-            ]
+            containers = self.client.containers.list(all=True, filters={"label": f"{LABEL_MANAGER}={self.instance_id}"})
+            return [Managed(c.id, c.labels.get(LABEL_SANDBOX, ""), c.status) for c in containers]
+
         return await asyncio.to_thread(listing)
 
     def close(self) -> None:

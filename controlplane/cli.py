@@ -25,41 +25,91 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Local E2B-compatible control plane: REST API and sandbox proxy over Docker or Podman.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--host", default=_env("HOST", "127.0.0.1,::1"),
-                        help="listen addresses, comma-separated [ENVD_CP_HOST]")
-    parser.add_argument("--api-port", type=int, default=int(_env("API_PORT", "3000")),
-                        help="REST API port, for E2B_API_URL [ENVD_CP_API_PORT]")
-    parser.add_argument("--proxy-port", type=int, default=int(_env("PROXY_PORT", "3001")),
-                        help="sandbox traffic port, for E2B_SANDBOX_URL [ENVD_CP_PROXY_PORT]")
-    parser.add_argument("--tls-port", type=int, default=int(_env("TLS_PORT", "3443")),
-                        help="domain mode over TLS (0: off): API at api.<domain>, sandboxes at "
-                        "<port>-<id>.<domain> [ENVD_CP_TLS_PORT]")
-    parser.add_argument("--domain", default=_env("DOMAIN", "e2b.localhost"),
-                        help="domain of domain mode; E2B_DOMAIN is <domain>:<tls port> [ENVD_CP_DOMAIN]")
-    parser.add_argument("--engine-url", default=_env("ENGINE_URL"),
-                        help="Docker Engine API URL; default DOCKER_HOST, then Docker's or Podman's socket "
-                        "[ENVD_CP_ENGINE_URL]")
-    parser.add_argument("--state-dir", default=_env("STATE_DIR", "/var/lib/envd-controlplane"),
-                        help="records and per-sandbox ingress sockets (mode 0700) [ENVD_CP_STATE_DIR]")
-    parser.add_argument("--image", default=_env("IMAGE", "localhost/envd:latest"),
-                        help="image of the default templates (base, code-interpreter-v1) [ENVD_CP_IMAGE]")
-    parser.add_argument("--template", action="append", default=[t for t in _env("TEMPLATES").split(",") if t],
-                        metavar="NAME=IMAGE", help="another template, repeatable [ENVD_CP_TEMPLATES=a=img,b=img]")
-    parser.add_argument("--templates-file", default=_env("TEMPLATES_FILE"), metavar="PATH",
-                        help="TOML with [[templates]] tables (id, image, aliases, limits, pool_size); "
-                        "replaces the default template; --template adds to it [ENVD_CP_TEMPLATES_FILE]")
-    parser.add_argument("--api-keys-file", default=_env("API_KEYS_FILE"), metavar="PATH",
-                        help="lines of 'KEY TEAM'; E2B_API_KEY must be one of the keys [ENVD_CP_API_KEYS_FILE]")
-    parser.add_argument("--pool-size", type=int, default=int(_env("POOL_SIZE", "1")),
-                        help="warm containers kept per template (0: none) [ENVD_CP_POOL_SIZE]")
-    parser.add_argument("--team-limit", type=int, default=int(_env("TEAM_LIMIT", "20")),
-                        help="running and paused sandboxes per team; past it create answers 429 "
-                        "[ENVD_CP_TEAM_LIMIT]")
-    parser.add_argument("--host-limit", type=int, default=int(_env("HOST_LIMIT", "50")),
-                        help="containers this instance runs, warm pool included; past it create answers 503 "
-                        "(the SDK retries) [ENVD_CP_HOST_LIMIT]")
-    parser.add_argument("--instance-id", default=_env("INSTANCE_ID", "envd-controlplane"),
-                        help="label of the containers this instance owns [ENVD_CP_INSTANCE_ID]")
+    parser.add_argument(
+        "--host", default=_env("HOST", "127.0.0.1,::1"), help="listen addresses, comma-separated [ENVD_CP_HOST]"
+    )
+    parser.add_argument(
+        "--api-port",
+        type=int,
+        default=int(_env("API_PORT", "3000")),
+        help="REST API port, for E2B_API_URL [ENVD_CP_API_PORT]",
+    )
+    parser.add_argument(
+        "--proxy-port",
+        type=int,
+        default=int(_env("PROXY_PORT", "3001")),
+        help="sandbox traffic port, for E2B_SANDBOX_URL [ENVD_CP_PROXY_PORT]",
+    )
+    parser.add_argument(
+        "--tls-port",
+        type=int,
+        default=int(_env("TLS_PORT", "3443")),
+        help="domain mode over TLS (0: off): API at api.<domain>, sandboxes at <port>-<id>.<domain> [ENVD_CP_TLS_PORT]",
+    )
+    parser.add_argument(
+        "--domain",
+        default=_env("DOMAIN", "e2b.localhost"),
+        help="domain of domain mode; E2B_DOMAIN is <domain>:<tls port> [ENVD_CP_DOMAIN]",
+    )
+    parser.add_argument(
+        "--engine-url",
+        default=_env("ENGINE_URL"),
+        help="Docker Engine API URL; default DOCKER_HOST, then Docker's or Podman's socket [ENVD_CP_ENGINE_URL]",
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=_env("STATE_DIR", "/var/lib/envd-controlplane"),
+        help="records and per-sandbox ingress sockets (mode 0700) [ENVD_CP_STATE_DIR]",
+    )
+    parser.add_argument(
+        "--image",
+        default=_env("IMAGE", "localhost/envd:latest"),
+        help="image of the default templates (base, code-interpreter-v1) [ENVD_CP_IMAGE]",
+    )
+    parser.add_argument(
+        "--template",
+        action="append",
+        default=[t for t in _env("TEMPLATES").split(",") if t],
+        metavar="NAME=IMAGE",
+        help="another template, repeatable [ENVD_CP_TEMPLATES=a=img,b=img]",
+    )
+    parser.add_argument(
+        "--templates-file",
+        default=_env("TEMPLATES_FILE"),
+        metavar="PATH",
+        help="TOML with [[templates]] tables (id, image, aliases, limits, pool_size); "
+        "replaces the default template; --template adds to it [ENVD_CP_TEMPLATES_FILE]",
+    )
+    parser.add_argument(
+        "--api-keys-file",
+        default=_env("API_KEYS_FILE"),
+        metavar="PATH",
+        help="lines of 'KEY TEAM'; E2B_API_KEY must be one of the keys [ENVD_CP_API_KEYS_FILE]",
+    )
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=int(_env("POOL_SIZE", "1")),
+        help="warm containers kept per template (0: none) [ENVD_CP_POOL_SIZE]",
+    )
+    parser.add_argument(
+        "--team-limit",
+        type=int,
+        default=int(_env("TEAM_LIMIT", "20")),
+        help="running and paused sandboxes per team; past it create answers 429 [ENVD_CP_TEAM_LIMIT]",
+    )
+    parser.add_argument(
+        "--host-limit",
+        type=int,
+        default=int(_env("HOST_LIMIT", "50")),
+        help="containers this instance runs, warm pool included; past it create answers 503 "
+        "(the SDK retries) [ENVD_CP_HOST_LIMIT]",
+    )
+    parser.add_argument(
+        "--instance-id",
+        default=_env("INSTANCE_ID", "envd-controlplane"),
+        help="label of the containers this instance owns [ENVD_CP_INSTANCE_ID]",
+    )
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="[ENVD_CP_LOG_LEVEL]")
     return parser.parse_args(argv)
 

@@ -152,9 +152,19 @@ class Manager:
         so concurrent creates cannot overshoot them.
         """
         self._check_team_limit(team)
-        claims = _Claims(team=team, alias=alias, timeout=timeout, metadata=metadata, env_vars=env_vars,
-                         secure=secure, internet=internet, auto_pause=auto_pause,
-                         auto_pause_memory=auto_pause_memory, auto_resume=auto_resume, network=network or {})
+        claims = _Claims(
+            team=team,
+            alias=alias,
+            timeout=timeout,
+            metadata=metadata,
+            env_vars=env_vars,
+            secure=secure,
+            internet=internet,
+            auto_pause=auto_pause,
+            auto_pause_memory=auto_pause_memory,
+            auto_resume=auto_resume,
+            network=network or {},
+        )
         warm = self._claim(template) if internet is not False else None
         if warm is None and len(self.sandboxes) >= self.settings.host_limit:
             raise HostFull(f"this host runs its limit of {self.settings.host_limit} sandboxes; try again later")
@@ -174,14 +184,24 @@ class Manager:
     def _check_team_limit(self, team: str) -> None:
         owned = sum(1 for s in self.sandboxes.values() if s.team == team and s.state in (RUNNING, PAUSED))
         if owned + self._creating.get(team, 0) >= self.settings.team_limit:
-            raise TeamLimit(
-                f"You have reached the maximum number of concurrent sandboxes ({self.settings.team_limit})"
-            )
+            raise TeamLimit(f"You have reached the maximum number of concurrent sandboxes ({self.settings.team_limit})")
 
     async def _hand_over(
-        self, sandbox: Sandbox, template: Template, *, team: str, alias: str | None, timeout: int,
-        metadata: dict[str, str], env_vars: dict[str, str], secure: bool, internet: bool | None,
-        auto_pause: bool, auto_pause_memory: bool, auto_resume: bool, network: dict[str, object],
+        self,
+        sandbox: Sandbox,
+        template: Template,
+        *,
+        team: str,
+        alias: str | None,
+        timeout: int,
+        metadata: dict[str, str],
+        env_vars: dict[str, str],
+        secure: bool,
+        internet: bool | None,
+        auto_pause: bool,
+        auto_pause_memory: bool,
+        auto_resume: bool,
+        network: dict[str, object],
     ) -> Sandbox:
         """Give a started container to its team: record it, then `/init` (removed if that fails)."""
         now = time.time()
@@ -208,9 +228,17 @@ class Manager:
     def _new_record(self, template: Template, state: str) -> Sandbox:
         now = time.time()
         return Sandbox(
-            id=random_id(20), team="", template_id=template.id, alias=None, started_at=now, end_at=now,
-            cpu_count=template.cpu_count, memory_mb=template.memory_mb,
-            disk_size_mb=template.disk_size_mb, state=state, default_user=template.default_user,
+            id=random_id(20),
+            team="",
+            template_id=template.id,
+            alias=None,
+            started_at=now,
+            end_at=now,
+            cpu_count=template.cpu_count,
+            memory_mb=template.memory_mb,
+            disk_size_mb=template.disk_size_mb,
+            state=state,
+            default_user=template.default_user,
             default_workdir=template.default_workdir,
         )
 

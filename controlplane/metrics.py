@@ -55,17 +55,19 @@ class MetricsSampler:
         details = memory.get("stats", {})
         cache = int(details.get("inactive_file", details.get("total_inactive_file", 0)))
         disk = await _disk(sandbox, ingress)
-        self.samples.setdefault(sandbox.id, deque(maxlen=KEPT)).append({
-            "timestamp": rfc3339(now).replace(".000Z", "Z"),
-            "timestampUnix": int(now),
-            "cpuCount": sandbox.cpu_count,
-            "cpuUsedPct": round(max(percent, 0.0), 2),
-            "memUsed": int(memory.get("usage", 0)) - cache,
-            "memTotal": int(memory.get("limit", sandbox.memory_mb * 2**20)),
-            "memCache": int(details.get("file", details.get("cache", cache))),
-            "diskUsed": disk[0],
-            "diskTotal": disk[1],
-        })
+        self.samples.setdefault(sandbox.id, deque(maxlen=KEPT)).append(
+            {
+                "timestamp": rfc3339(now).replace(".000Z", "Z"),
+                "timestampUnix": int(now),
+                "cpuCount": sandbox.cpu_count,
+                "cpuUsedPct": round(max(percent, 0.0), 2),
+                "memUsed": int(memory.get("usage", 0)) - cache,
+                "memTotal": int(memory.get("limit", sandbox.memory_mb * 2**20)),
+                "memCache": int(details.get("file", details.get("cache", cache))),
+                "diskUsed": disk[0],
+                "diskTotal": disk[1],
+            }
+        )
 
     def between(self, sandbox_id: str, start: float, end: float) -> list[dict]:
         return [s for s in self.samples.get(sandbox_id, ()) if start <= s["timestampUnix"] <= end]

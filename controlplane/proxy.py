@@ -80,9 +80,15 @@ class Proxy:
                 return response
             await ingress.reset()
             await asyncio.sleep(0.1)
-        raise ProxyError(502, {"sandboxId": sandbox_id, "message": "The sandbox is running but port is not open",
-                               "port": port, "code": 502})
-
+        raise ProxyError(
+            502,
+            {
+                "sandboxId": sandbox_id,
+                "message": "The sandbox is running but port is not open",
+                "port": port,
+                "code": 502,
+            },
+        )
 
     def _signed_target(self, request: web.Request) -> tuple[str, int] | None:
         """A `download_url()`/`upload_url()` of SDK 2.x in header mode: the bare proxy URL
@@ -103,8 +109,10 @@ class Proxy:
             return None  # the daemon would refuse it; without a target it is 400 Invalid host
         path, user = request.query.get("path", ""), request.query.get("username", "")
         matches = [
-            sandbox.id for sandbox in list(self.manager.sandboxes.values())
-            if sandbox.access_token and hmac.compare_digest(
+            sandbox.id
+            for sandbox in list(self.manager.sandboxes.values())
+            if sandbox.access_token
+            and hmac.compare_digest(
                 sign(path, operation, user, sandbox.access_token, expiration).encode(), signature.encode()
             )
         ]

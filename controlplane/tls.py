@@ -75,18 +75,25 @@ def _write_ca(cert_path: str, key_path: str) -> None:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(key_path, key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ))
+    _write_private(
+        key_path,
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
     with open(cert_path, "wb") as out:
         out.write(cert.public_bytes(serialization.Encoding.PEM))
 
@@ -99,10 +106,9 @@ def _leaf_needs_renewal(cert_path: str, domain_host: str) -> bool:
         return True
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     wanted = {domain_host, f"*.{domain_host}"}
-    return (
-        set(names.get_values_for_type(x509.DNSName)) != wanted
-        or cert.not_valid_after_utc - _now() < datetime.timedelta(days=RENEW_DAYS)
-    )
+    return set(
+        names.get_values_for_type(x509.DNSName)
+    ) != wanted or cert.not_valid_after_utc - _now() < datetime.timedelta(days=RENEW_DAYS)
 
 
 def _write_leaf(paths: Certificates, ca_key_path: str, domain_host: str) -> None:
@@ -128,13 +134,15 @@ def _write_leaf(paths: Certificates, ca_key_path: str, domain_host: str) -> None
         # Both ignores: cryptography types a loaded key as any kind (DH, X25519, ...), even
         # those that cannot sign; ours is the EC key _write_ca made (or one the user put there).
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()), critical=False  # type: ignore[arg-type]
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()),  # type: ignore[arg-type]
+            critical=False,
         )
         .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     )
-    _write_private(paths.key, key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ))
+    _write_private(
+        paths.key,
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
     with open(paths.cert, "wb") as out:
         out.write(cert.public_bytes(serialization.Encoding.PEM))
 

@@ -73,9 +73,7 @@ class Daemon:
             selector, with_code=self.code_interpreter is not None, forward=mw.forward_other_ports(self.forwarder)
         )
 
-    def _app(
-        self, selector: mw.Middleware, with_code: bool, forward: mw.Middleware | None = None
-    ) -> web.Application:
+    def _app(self, selector: mw.Middleware, with_code: bool, forward: mw.Middleware | None = None) -> web.Application:
         config = self.config
         app = web.Application(
             client_max_size=MAX_BODY_BYTES,

@@ -10,9 +10,7 @@ import time
 #: Routes the access-token gate lets through; they check on their own (docs/envd-api.md §6.2).
 TOKEN_EXEMPT = {("GET", "/health"), ("GET", "/files"), ("POST", "/files"), ("POST", "/init")}
 
-UNAUTHORIZED_MESSAGE = (
-    "unauthorized access, please provide a valid access token or method signing if supported"
-)
+UNAUTHORIZED_MESSAGE = "unauthorized access, please provide a valid access token or method signing if supported"
 
 
 class SignatureError(Exception):

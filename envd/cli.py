@@ -34,9 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("--host", default=_env("HOST", "0.0.0.0"), help="TCP bind address [ENVD_HOST]")
-    parser.add_argument(
-        "--port", type=int, default=int(_env("PORT", str(ENVD_PORT))), help="envd API port [ENVD_PORT]"
-    )
+    parser.add_argument("--port", type=int, default=int(_env("PORT", str(ENVD_PORT))), help="envd API port [ENVD_PORT]")
     parser.add_argument(
         "--code-port",
         type=int,
@@ -54,8 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--default-workdir",
         default=_env("DEFAULT_WORKDIR"),
         metavar="DIR",
-        help="working directory of processes that name none; empty: the user's home "
-        "[ENVD_DEFAULT_WORKDIR]",
+        help="working directory of processes that name none; empty: the user's home [ENVD_DEFAULT_WORKDIR]",
     )
     parser.add_argument(
         "--env",
@@ -96,8 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=float(_env("HEAD_TIMEOUT", "30")),
         metavar="SECONDS",
-        help="close a new connection that has not sent a whole request head by then "
-        "[ENVD_HEAD_TIMEOUT]",
+        help="close a new connection that has not sent a whole request head by then [ENVD_HEAD_TIMEOUT]",
     )
     parser.add_argument(
         "--max-idle-connections",
@@ -127,8 +123,7 @@ def access_token(args: argparse.Namespace) -> str:
     """The token from the flag, the file or the environment, in that order."""
     if args.access_token is not None:
         logging.getLogger("envd").warning(
-            "--access-token is readable by every local user (ps); "
-            "use ENVD_ACCESS_TOKEN or --access-token-file instead"
+            "--access-token is readable by every local user (ps); use ENVD_ACCESS_TOKEN or --access-token-file instead"
         )
         return args.access_token
     if args.access_token_file:

@@ -160,9 +160,7 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
             headers={
                 "Access-Control-Allow-Origin": "*",
                 "Access-Control-Allow-Methods": "HEAD, GET, POST, PUT, PATCH, DELETE",
-                "Access-Control-Allow-Headers": request.headers.get(
-                    "Access-Control-Request-Headers", ""
-                ),
+                "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", ""),
                 "Access-Control-Max-Age": "7200",
                 "Vary": "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
             },
@@ -250,6 +248,4 @@ async def plain_not_found(request: web.Request, handler: Handler) -> web.StreamR
     except web.HTTPNotFound:
         return web.Response(status=404, text="404 page not found")
     except web.HTTPMethodNotAllowed as exc:
-        return web.Response(
-            status=405, text="method not allowed", headers={"Allow": ", ".join(exc.allowed_methods)}
-        )
+        return web.Response(status=405, text="method not allowed", headers={"Allow": ", ".join(exc.allowed_methods)})

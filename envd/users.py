@@ -89,8 +89,7 @@ def resolve_path(path: str, user: User, default_workdir: str = "") -> str:
         rest = path[1:]
         if rest and rest[0] not in "/\\":
             raise PathError(
-                f"failed to expand path '{path}' for user '{user.name}': "
-                "cannot expand user-specific home dir"
+                f"failed to expand path '{path}' for user '{user.name}': cannot expand user-specific home dir"
             )
         path = posixpath.normpath(posixpath.join(user.home, rest.lstrip("/\\")))
     if posixpath.isabs(path):

@@ -242,9 +242,7 @@ class Execution:
         elif event == CLOSED:
             self._emit_error(messages.server_error(messages.UNEXPECTED_END))
 
-    async def _send_and_wait(
-        self, kernel: Kernel, code: str, silent: bool
-    ) -> RequestOutcome | None:
+    async def _send_and_wait(self, kernel: Kernel, code: str, silent: bool) -> RequestOutcome | None:
         """Send one request and consume its messages until idle+reply (or an event)."""
         if self.client_gone:
             return None

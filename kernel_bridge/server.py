@@ -82,9 +82,7 @@ async def _read_object(request: web.Request, lenient_empty: bool) -> dict[str, A
     if not raw.strip():
         if lenient_empty:
             return {}
-        raise ValidationFailed(
-            [{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}]
-        )
+        raise ValidationFailed([{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}])
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -307,9 +305,7 @@ class CodeInterpreter:
         except asyncio.CancelledError:
             execution.notify_client_gone()
             raise
-        response = (_HeadersWithBody if ready else web.StreamResponse)(
-            status=200, headers={"Content-Type": NDJSON}
-        )
+        response = (_HeadersWithBody if ready else web.StreamResponse)(status=200, headers={"Content-Type": NDJSON})
         if "Origin" in request.headers:
             response.headers["Access-Control-Allow-Origin"] = "*"
         self._relays += 1
@@ -366,9 +362,7 @@ class CodeInterpreter:
             return _unprocessable(exc.detail)
         try:
             registry = await self._registry()
-            context = await registry.create(
-                languages.normalise(language), cwd or self.default_cwd
-            )
+            context = await registry.create(languages.normalise(language), cwd or self.default_cwd)
         except ContextError as exc:
             return _text(500, str(exc))
         return web.json_response(context.describe())
@@ -421,11 +415,7 @@ async def _hold_for_successor(lines: OutputSpool) -> None:
 async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """docs/code-interpreter-api.md §1.3: allow every origin/method/header, answer pre-flights directly."""
     origin = request.headers.get("Origin")
-    if (
-        request.method == "OPTIONS"
-        and origin is not None
-        and "Access-Control-Request-Method" in request.headers
-    ):
+    if request.method == "OPTIONS" and origin is not None and "Access-Control-Request-Method" in request.headers:
         headers = {
             "Access-Control-Allow-Origin": "*",
             "Access-Control-Allow-Methods": PREFLIGHT_METHODS,

@@ -181,9 +181,7 @@ class ContainerDaemon:
         return {"debug": True, "sandbox_url": self.url}
 
     def engine_run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [self.engine, *args], capture_output=True, text=True, timeout=timeout, check=False
-        )
+        return subprocess.run([self.engine, *args], capture_output=True, text=True, timeout=timeout, check=False)
 
     def exec(self, *argv: str, user: str = "root") -> subprocess.CompletedProcess:
         return self.engine_run("exec", "--user", user, self.name, *argv)

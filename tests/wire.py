@@ -71,9 +71,7 @@ def parse_envelopes(body: bytes) -> tuple[list[dict[str, Any]], dict[str, Any] |
 # ---------------------------------------------------------------- calls, blocking
 
 
-def unary(
-    url: str, procedure: str, message: Any, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, Any]]:
+def unary(url: str, procedure: str, message: Any, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
     """A Connect unary call with a JSON body: (status, reply).
 
     Bytes are sent as they are, for malformed or compressed bodies. A reply that
@@ -210,9 +208,7 @@ def events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def output(messages: list[dict[str, Any]], kind: str = "stdout") -> bytes:
     """The decoded `stdout` (or `stderr`, `pty`) data of process stream messages."""
-    return b"".join(
-        base64.b64decode(e["data"][kind]) for e in events(messages) if kind in e.get("data", {})
-    )
+    return b"".join(base64.b64decode(e["data"][kind]) for e in events(messages) if kind in e.get("data", {}))
 
 
 def b64(data: bytes) -> str:

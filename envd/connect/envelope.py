@@ -70,9 +70,7 @@ async def decompress(payload: bytes, compression: str) -> bytes:
     Large payloads are decompressed in a thread, so the loop keeps serving.
     """
     if compression != "gzip":
-        raise ConnectError(
-            Code.UNIMPLEMENTED, f"compression {compression!r} is not supported"
-        )
+        raise ConnectError(Code.UNIMPLEMENTED, f"compression {compression!r} is not supported")
     if len(payload) <= INLINE_BYTES:
         return gunzip_bounded(payload, MAX_MESSAGE_BYTES)
     return await run_blocking(gunzip_bounded, payload, MAX_MESSAGE_BYTES)
@@ -87,9 +85,7 @@ def gunzip_bounded(payload: bytes, limit: int) -> bytes:
             inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
             output += inflater.decompress(remaining, limit + 1 - len(output))
             if len(output) > limit:
-                raise ConnectError(
-                    Code.RESOURCE_EXHAUSTED, f"message is larger than {limit} bytes once decompressed"
-                )
+                raise ConnectError(Code.RESOURCE_EXHAUSTED, f"message is larger than {limit} bytes once decompressed")
             if not inflater.eof:
                 raise ConnectError(Code.INVALID_ARGUMENT, "invalid gzip message: unexpected end of data")
             remaining = inflater.unused_data

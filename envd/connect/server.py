@@ -145,16 +145,10 @@ class ConnectServer:
             return unary_error(exc)
         except Exception as exc:
             return unary_error(_as_connect_error(rpc, exc))
-        return web.Response(
-            body=await _encode(codec, reply), headers={"Content-Type": f"application/{codec.name}"}
-        )
+        return web.Response(body=await _encode(codec, reply), headers={"Content-Type": f"application/{codec.name}"})
 
-    async def _serve_stream(
-        self, request: web.Request, rpc: Rpc, codec: Codec
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(
-            status=200, headers={"Content-Type": f"{STREAM_PREFIX}{codec.name}"}
-        )
+    async def _serve_stream(self, request: web.Request, rpc: Rpc, codec: Codec) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers={"Content-Type": f"{STREAM_PREFIX}{codec.name}"})
 
         async def prepare() -> None:
             # Headers go out only once the request body has been read (as
@@ -265,9 +259,7 @@ async def _pump(
         await stream.aclose()  # type: ignore[attr-defined]
 
 
-async def _decode_each(
-    request: web.Request, rpc: Rpc, codec: Codec
-) -> AsyncIterator[Message]:
+async def _decode_each(request: web.Request, rpc: Rpc, codec: Codec) -> AsyncIterator[Message]:
     compression = request.headers.get("Connect-Content-Encoding", "identity").lower()
     end_stream_allowed = rpc.kind is not Kind.SERVER_STREAM
     async for payload in envelope.read_envelopes(request.content, compression, end_stream_allowed):
@@ -334,7 +326,7 @@ def _codec_for(content_type: str, streaming: bool) -> Codec | None:
     prefix = STREAM_PREFIX if streaming else "application/"
     if not content_type.startswith(prefix):
         return None
-    return CODECS.get(content_type[len(prefix):])
+    return CODECS.get(content_type[len(prefix) :])
 
 
 def _parse_timeout(value: str | None) -> float | None:

@@ -42,17 +42,20 @@ def go_mode_string(mode: int) -> str:
     Special bits are prefix letters and never replace an `x` (unlike `ls`).
     """
     prefix = "".join(letter for letter, test in _TYPE_LETTERS if test(mode)) or "-"
-    perms = "".join(
-        char if mode & (1 << (8 - i)) else "-" for i, char in enumerate("rwxrwxrwx")
-    )
+    perms = "".join(char if mode & (1 << (8 - i)) else "-" for i, char in enumerate("rwxrwxrwx"))
     return prefix + perms
 
 
 def _unknown_type(mode: int) -> bool:
     kind = stat.S_IFMT(mode)
     return kind not in (
-        stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFBLK,
-        stat.S_IFCHR, stat.S_IFIFO, stat.S_IFSOCK,
+        stat.S_IFREG,
+        stat.S_IFDIR,
+        stat.S_IFLNK,
+        stat.S_IFBLK,
+        stat.S_IFCHR,
+        stat.S_IFIFO,
+        stat.S_IFSOCK,
     )
 
 

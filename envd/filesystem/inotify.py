@@ -222,8 +222,7 @@ def _parse(data: bytes) -> list[RawEvent]:
     while offset + _EVENT_HEADER.size <= len(data):
         wd, mask, cookie, length = _EVENT_HEADER.unpack_from(data, offset)
         offset += _EVENT_HEADER.size
-        name = data[offset:offset + length].rstrip(b"\0")
+        name = data[offset : offset + length].rstrip(b"\0")
         offset += length
         events.append(RawEvent(wd, Mask(mask), cookie, os.fsdecode(name)))
     return events
-

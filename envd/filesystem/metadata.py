@@ -36,7 +36,7 @@ def read_metadata(target: str | int) -> dict[str, str]:
         if not name.startswith(PREFIX):
             continue
         try:
-            found[name[len(PREFIX):]] = os.getxattr(target, name).decode()
+            found[name[len(PREFIX) :]] = os.getxattr(target, name).decode()
         except (OSError, UnicodeDecodeError):
             continue
     return found
@@ -52,7 +52,7 @@ def replace_metadata(fd: int, new: Mapping[str, str]) -> None:
     try:
         current = [n for n in os.listxattr(fd) if n.startswith(PREFIX)]
         for name in current:
-            if name[len(PREFIX):] not in new:
+            if name[len(PREFIX) :] not in new:
                 os.removexattr(fd, name)
         for key, value in new.items():
             os.setxattr(fd, PREFIX + key, value.encode())
@@ -68,7 +68,7 @@ def metadata_from_headers(headers: Mapping[str, str]) -> dict[str, str]:
     for name, value in headers.items():
         if not name.lower().startswith("x-metadata-"):
             continue
-        key = name[len("x-metadata-"):].lower()
+        key = name[len("x-metadata-") :].lower()
         if key and key not in found:
             found[key] = value
     validate_metadata(found)

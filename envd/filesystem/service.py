@@ -78,7 +78,11 @@ class FilesystemService:
         rpcs = [Rpc(SERVICE, name, Kind.UNARY, req, handler, errors=ERRORS) for name, req, handler in unary]
         rpcs.append(
             Rpc(
-                SERVICE, "WatchDir", Kind.SERVER_STREAM, pb.WatchDirRequest, self.watch_dir,
+                SERVICE,
+                "WatchDir",
+                Kind.SERVER_STREAM,
+                pb.WatchDirRequest,
+                self.watch_dir,
                 keepalive=lambda: pb.WatchDirResponse(keepalive=pb.WatchDirResponse.KeepAlive()),
                 errors=ERRORS,
             )
@@ -117,15 +121,11 @@ class FilesystemService:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise ConnectError(
-                Code.INTERNAL, f"error getting file info: {os_error_text('stat', path, exc)}"
-            ) from None
+            raise ConnectError(Code.INTERNAL, f"error getting file info: {os_error_text('stat', path, exc)}") from None
         else:
             if stat.S_ISDIR(st.st_mode):
                 raise ConnectError(Code.ALREADY_EXISTS, f"directory already exists: {path}")
-            raise ConnectError(
-                Code.INVALID_ARGUMENT, f"path already exists but it is not a directory: {path}"
-            )
+            raise ConnectError(Code.INVALID_ARGUMENT, f"path already exists but it is not a directory: {path}")
         _ensure_dir(path, user)
         return pb.MakeDirResponse(entry=_entry(path))
 
@@ -162,16 +162,12 @@ class FilesystemService:
         try:
             await run_blocking(remove_tree, path)
         except OSError as exc:
-            raise ConnectError(
-                Code.INTERNAL, f"error removing file or directory: {exc}"
-            ) from None
+            raise ConnectError(Code.INTERNAL, f"error removing file or directory: {exc}") from None
         return pb.RemoveResponse()
 
     # -- watching ------------------------------------------------------------
 
-    async def watch_dir(
-        self, request: pb.WatchDirRequest, ctx: RpcContext
-    ) -> AsyncIterator[pb.WatchDirResponse]:
+    async def watch_dir(self, request: pb.WatchDirRequest, ctx: RpcContext) -> AsyncIterator[pb.WatchDirResponse]:
         """Stream events until the client leaves, the deadline hits or we stop."""
         path = self._watch_target(request, ctx.user())
         stream = EventStream()
@@ -185,9 +181,7 @@ class FilesystemService:
             watcher.close()
             self._streams.discard(stream)
 
-    async def create_watcher(
-        self, request: pb.CreateWatcherRequest, ctx: RpcContext
-    ) -> pb.CreateWatcherResponse:
+    async def create_watcher(self, request: pb.CreateWatcherRequest, ctx: RpcContext) -> pb.CreateWatcherResponse:
         path = self._watch_target(request, ctx.user())
         polled = PolledWatcher()
         polled.watcher = await _start_watcher(path, request, polled, self._inotify)
@@ -200,23 +194,17 @@ class FilesystemService:
         events = self._watchers.get(request.watcher_id).take()
         return pb.GetWatcherEventsResponse(events=events)
 
-    async def remove_watcher(
-        self, request: pb.RemoveWatcherRequest, ctx: RpcContext
-    ) -> pb.RemoveWatcherResponse:
+    async def remove_watcher(self, request: pb.RemoveWatcherRequest, ctx: RpcContext) -> pb.RemoveWatcherResponse:
         self._watchers.remove(request.watcher_id)
         return pb.RemoveWatcherResponse()
 
-    def _watch_target(
-        self, request: pb.WatchDirRequest | pb.CreateWatcherRequest, user: User
-    ) -> str:
+    def _watch_target(self, request: pb.WatchDirRequest | pb.CreateWatcherRequest, user: User) -> str:
         """Resolve and validate a directory to watch (docs/envd-api.md §4.9 steps 1-3)."""
         path = self._resolve(request.path, user)
         try:
             st = os.stat(path)
         except FileNotFoundError as exc:
-            raise ConnectError(
-                Code.NOT_FOUND, f"path {path} not found: {os_error_text('stat', path, exc)}"
-            ) from None
+            raise ConnectError(Code.NOT_FOUND, f"path {path} not found: {os_error_text('stat', path, exc)}") from None
         except OSError as exc:
             raise ConnectError(
                 Code.INTERNAL, f"error statting path {path}: {os_error_text('stat', path, exc)}"
@@ -233,13 +221,9 @@ def _entry(path: str) -> pb.EntryInfo:
     try:
         return build_entry(path)
     except FileNotFoundError as exc:
-        raise ConnectError(
-            Code.NOT_FOUND, f"file not found: {os_error_text('lstat', path, exc)}"
-        ) from None
+        raise ConnectError(Code.NOT_FOUND, f"file not found: {os_error_text('lstat', path, exc)}") from None
     except OSError as exc:
-        raise ConnectError(
-            Code.INTERNAL, f"error getting file info: {os_error_text('lstat', path, exc)}"
-        ) from None
+        raise ConnectError(Code.INTERNAL, f"error getting file info: {os_error_text('lstat', path, exc)}") from None
 
 
 def _ensure_dir(path: str, user: User) -> None:
@@ -250,9 +234,7 @@ def _ensure_dir(path: str, user: User) -> None:
     except PermissionError as exc:
         raise ConnectError(Code.PERMISSION_DENIED, str(exc)) from None
     except OSError as exc:
-        raise ConnectError(
-            Code.INTERNAL, f"error creating directory: {os_error_text('mkdir', path, exc)}"
-        ) from None
+        raise ConnectError(Code.INTERNAL, f"error creating directory: {os_error_text('mkdir', path, exc)}") from None
 
 
 def _list_dir(requested: str, depth: int) -> list[pb.EntryInfo]:
@@ -260,18 +242,14 @@ def _list_dir(requested: str, depth: int) -> list[pb.EntryInfo]:
     try:
         target = os.path.realpath(requested, strict=True)
     except FileNotFoundError as exc:
-        raise ConnectError(
-            Code.NOT_FOUND, f"path not found: {os_error_text('lstat', requested, exc)}"
-        ) from None
+        raise ConnectError(Code.NOT_FOUND, f"path not found: {os_error_text('lstat', requested, exc)}") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise ConnectError(
                 Code.FAILED_PRECONDITION,
                 f'cyclic symlink or chain >255 links at "{requested}"',
             ) from None
-        raise ConnectError(
-            Code.INTERNAL, f"error resolving path: {os_error_text('lstat', requested, exc)}"
-        ) from None
+        raise ConnectError(Code.INTERNAL, f"error resolving path: {os_error_text('lstat', requested, exc)}") from None
     if not os.path.isdir(target):
         raise ConnectError(Code.INVALID_ARGUMENT, f"path is not a directory: {target}")
     entries = []
@@ -297,9 +275,7 @@ def _refuse_network_mount(path: str) -> None:
             Code.INTERNAL, f"error checking filesystem of {path}: {os_error_text('statfs', path, exc)}"
         ) from None
     if fs_type in NETWORK_FILESYSTEMS:
-        raise ConnectError(
-            Code.INVALID_ARGUMENT, f"cannot watch path on network filesystem: {path}"
-        )
+        raise ConnectError(Code.INVALID_ARGUMENT, f"cannot watch path on network filesystem: {path}")
 
 
 async def _start_watcher(
@@ -312,7 +288,5 @@ async def _start_watcher(
     try:
         await watcher.start()
     except OSError as exc:
-        raise ConnectError(
-            Code.INTERNAL, f"error adding path {path} to watcher: {exc}"
-        ) from None
+        raise ConnectError(Code.INTERNAL, f"error adding path {path} to watcher: {exc}") from None
     return watcher

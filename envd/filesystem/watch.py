@@ -32,8 +32,14 @@ from envd.proto.filesystem_pb2 import EventType, FilesystemEvent
 log = logging.getLogger(__name__)
 
 WATCH_MASK = (
-    Mask.CREATE | Mask.MODIFY | Mask.DELETE | Mask.DELETE_SELF
-    | Mask.MOVED_FROM | Mask.MOVED_TO | Mask.MOVE_SELF | Mask.ATTRIB
+    Mask.CREATE
+    | Mask.MODIFY
+    | Mask.DELETE
+    | Mask.DELETE_SELF
+    | Mask.MOVED_FROM
+    | Mask.MOVED_TO
+    | Mask.MOVE_SELF
+    | Mask.ATTRIB
 )
 #: Subdirectories found by a walk: never follow a symlink swapped in meanwhile.
 SUBDIR_FLAGS = Mask.ONLYDIR | Mask.DONT_FOLLOW
@@ -64,6 +70,7 @@ _MAX_PENDING_MOVES = 1024
 
 #: A walk's work list: entries still to visit (path, is a directory), last first.
 _Stack = list[tuple[str, bool]]
+
 
 class EventSink(Protocol):
     """Where a watcher delivers translated events (a stream or a polling buffer)."""
@@ -98,9 +105,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 class DirWatcher:
     """A directory watched (optionally with its whole tree) for one client."""
 
-    def __init__(
-        self, root: str, recursive: bool, include_entry: bool, sink: EventSink, pool: InotifyPool
-    ) -> None:
+    def __init__(self, root: str, recursive: bool, include_entry: bool, sink: EventSink, pool: InotifyPool) -> None:
         self.root = posixpath.normpath(root)
         self.recursive = recursive
         self.include_entry = include_entry
@@ -239,12 +244,10 @@ class DirWatcher:
                 return
             self._handle(event)
             if self._held is not None:  # that event started another walk: wait for it
-                self._held.extend(held[index + 1:])
+                self._held.extend(held[index + 1 :])
                 return
 
-    def _walk_tree(
-        self, stack: _Stack, report: Callable[[FilesystemEvent], None] | None, budget: int | None
-    ) -> _Stack:
+    def _walk_tree(self, stack: _Stack, report: Callable[[FilesystemEvent], None] | None, budget: int | None) -> _Stack:
         """Visit `stack` pre-order by name, watching directories; what is left when over budget.
 
         With `report`, a CREATE is reported for everything found: a directory
@@ -271,10 +274,7 @@ class DirWatcher:
         """
         try:
             with os.scandir(directory) as listing:
-                children = [
-                    (posixpath.join(directory, e.name), e.is_dir(follow_symlinks=False))
-                    for e in listing
-                ]
+                children = [(posixpath.join(directory, e.name), e.is_dir(follow_symlinks=False)) for e in listing]
         except OSError:
             if strict:
                 raise
@@ -303,7 +303,7 @@ class DirWatcher:
                 self._dirs[wd] = new
                 found = True
             elif path.startswith(old + "/"):
-                self._dirs[wd] = new + path[len(old):]
+                self._dirs[wd] = new + path[len(old) :]
         return found
 
     def _forget_tree(self, top: str) -> None:
@@ -319,7 +319,7 @@ class DirWatcher:
         """Event name: the path relative to the watched root, `.` for the root."""
         if path == self.root:
             return "."
-        return path[len(self.root.rstrip("/")) + 1:]
+        return path[len(self.root.rstrip("/")) + 1 :]
 
     def _event(self, path: str, kind: EventType) -> FilesystemEvent:
         event = FilesystemEvent(name=printable(self._relative(path)), type=kind)

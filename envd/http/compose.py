@@ -53,9 +53,7 @@ class ComposeRoutes:
                 os.unlink(source)
             except OSError:
                 pass  # the composed file is in place; a vanished part is no error
-        return web.json_response(
-            {"path": destination, "name": posixpath.basename(destination), "type": "file"}
-        )
+        return web.json_response({"path": destination, "name": posixpath.basename(destination), "type": "file"})
 
     def _user(self, name: Any) -> User:
         """`username` from the body, else the default user (docs/envd-api.md §2.1)."""

@@ -106,4 +106,3 @@ class ConnectionGuard:
             for _, handler in idle[: len(idle) - self.max_idle]:
                 handler.force_close()
             log.info("closed %d idle connections (over %d)", len(idle) - self.max_idle, self.max_idle)
-

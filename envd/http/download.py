@@ -32,7 +32,6 @@ GZIP_LEVEL = 6
 _TOKEN_SPECIALS = set('()<>@,;:\\"/[]?= ')
 
 
-
 def regular_file(path: str) -> tuple[int, float]:
     """Size and mtime of the file to send (following symlinks)."""
     try:
@@ -46,12 +45,12 @@ def regular_file(path: str) -> tuple[int, float]:
     _require_regular(path, st)
     return st.st_size, st.st_mtime
 
+
 def _require_regular(path: str, st: os.stat_result) -> None:
     """Only regular files are served: reading a FIFO or a device could block forever."""
     if not stat.S_ISREG(st.st_mode):
-        raise TransferError(
-            400, f"path '{path}' is not a regular file (it is a {_file_kind(st.st_mode)})"
-        )
+        raise TransferError(400, f"path '{path}' is not a regular file (it is a {_file_kind(st.st_mode)})")
+
 
 def _file_kind(mode: int) -> str:
     if stat.S_ISFIFO(mode):
@@ -65,6 +64,7 @@ def _file_kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "directory"
     return "special file"
+
 
 def open_for_reading(path: str) -> tuple[int, int, float]:
     """Open without ever blocking (a FIFO swapped in after the stat would), check the
@@ -89,6 +89,7 @@ def open_for_reading(path: str) -> tuple[int, int, float]:
         os.close(fd)
         raise TransferError(500, f"error opening file '{path}': {exc}") from None
     return fd, st.st_size, st.st_mtime
+
 
 async def send_file(
     request: web.Request, fd: int, path: str, size: int, mtime: float, gzip: bool
@@ -125,9 +126,8 @@ async def send_file(
     await _stream_plain(request, response, fd, start, end)
     return response
 
-async def _stream_plain(
-    request: web.Request, response: web.StreamResponse, fd: int, start: int, end: int
-) -> None:
+
+async def _stream_plain(request: web.Request, response: web.StreamResponse, fd: int, start: int, end: int) -> None:
     """The file straight from the page cache to the socket (sendfile), as aiohttp's
     FileResponse does; chunked reads where sendfile is not available.
 
@@ -148,8 +148,7 @@ async def _stream_plain(
                 sent = await _copy_chunks(response, fd, start, end)
         if sent < end - start:
             log.warning(
-                "download of %s: file shrank during the transfer, sent %d of %d bytes; "
-                "closing the connection",
+                "download of %s: file shrank during the transfer, sent %d of %d bytes; closing the connection",
                 request.query.get("path", "?"),
                 sent,
                 end - start,
@@ -161,6 +160,7 @@ async def _stream_plain(
     except ConnectionError:
         pass  # a streaming reader may hang up after the first chunk (docs/envd-api.md §6.7)
 
+
 async def _copy_chunks(response: web.StreamResponse, fd: int, start: int, end: int) -> int:
     """Bytes sent; fewer than `end - start` if the file shrank meanwhile."""
     offset = start
@@ -171,6 +171,7 @@ async def _copy_chunks(response: web.StreamResponse, fd: int, start: int, end: i
         await response.write(chunk)
         offset += len(chunk)
     return offset - start
+
 
 async def _stream_gzip(response: web.StreamResponse, fd: int) -> None:
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
@@ -187,12 +188,14 @@ async def _stream_gzip(response: web.StreamResponse, fd: int) -> None:
     except ConnectionError:
         pass  # a streaming reader may hang up after the first chunk (docs/envd-api.md §6.7)
 
+
 def _read_compressed(fd: int, offset: int, compressor: Any) -> tuple[bytes, int]:
     """One chunk read and compressed (in a thread); at EOF the gzip trailer."""
     chunk = os.pread(fd, CHUNK_BYTES, offset)
     if not chunk:
         return compressor.flush(), 0
     return compressor.compress(chunk), len(chunk)
+
 
 async def _send_ranges(
     request: web.Request, fd: int, ranges: list[tuple[int, int]], size: int, headers: dict[str, str]
@@ -228,6 +231,7 @@ async def _send_ranges(
         pass
     return response
 
+
 def content_type_for(path: str) -> str:
     """By extension of the requested path, as Go does; text gets `charset=utf-8`."""
     guessed, _ = mimetypes.guess_type(path, strict=False)
@@ -236,6 +240,7 @@ def content_type_for(path: str) -> str:
     if guessed.startswith("text/"):
         return f"{guessed}; charset=utf-8"
     return guessed
+
 
 def content_disposition(name: str) -> str:
     """`inline; filename=...` like Go's mime.FormatMediaType (token, quoted, or RFC 2231)."""

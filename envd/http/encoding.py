@@ -9,9 +9,7 @@ from envd.http.errors import TransferError
 
 def wants_gzip(request: web.Request) -> bool:
     """True to gzip the body. Upstream's rules: gzip or identity, by q-value."""
-    conditional = any(
-        h in request.headers for h in ("Range", "If-Modified-Since", "If-None-Match", "If-Range")
-    )
+    conditional = any(h in request.headers for h in ("Range", "If-Modified-Since", "If-None-Match", "If-Range"))
     choice = choose_encoding(request.headers.get("Accept-Encoding"), identity_only=conditional)
     if choice is None:
         raise TransferError(
@@ -19,6 +17,7 @@ def wants_gzip(request: web.Request) -> bool:
             "error parsing Accept-Encoding: no acceptable encoding found, supported: [gzip]",
         )
     return choice == "gzip"
+
 
 def choose_encoding(header: str | None, identity_only: bool = False) -> str | None:
     """`gzip`, `identity`, or None when nothing acceptable (→ 406).
@@ -40,6 +39,7 @@ def choose_encoding(header: str | None, identity_only: bool = False) -> str | No
     if "gzip" in q and gzip_q > 0 and not others and gzip_q > q.get("identity", 0.0):
         return "gzip"
     return "identity"
+
 
 def _parse_accept_encoding(header: str) -> list[tuple[str, float]]:
     items = []

@@ -77,9 +77,7 @@ class FileRoutes:
     def _authorize(self, request: web.Request, operation: str) -> None:
         query = {key: request.query.getone(key) for key in request.query.keys()}
         try:
-            check_file_access(
-                self.config.access_token, request.headers.get("X-Access-Token"), query, operation
-            )
+            check_file_access(self.config.access_token, request.headers.get("X-Access-Token"), query, operation)
         except SignatureError as exc:
             raise TransferError(401, str(exc)) from None
         except ValueError:

@@ -21,14 +21,26 @@ from aiohttp import web
 HOP_BY_HOP = frozenset(
     h.lower()
     for h in (
-        "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE",
-        "Trailer", "Transfer-Encoding", "Upgrade", "Proxy-Connection",
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Proxy-Connection",
     )
 )
 WEBSOCKET_HANDSHAKE = frozenset(
     h.lower()
-    for h in ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions",
-              "Sec-WebSocket-Protocol", "Sec-WebSocket-Accept")
+    for h in (
+        "Sec-WebSocket-Key",
+        "Sec-WebSocket-Version",
+        "Sec-WebSocket-Extensions",
+        "Sec-WebSocket-Protocol",
+        "Sec-WebSocket-Accept",
+    )
 )
 LOOPBACK_HOSTS = ("127.0.0.1", "[::1]")
 #: Connect in 5 s; a quiet stream may idle up to 620 s (above the SDKs' 50 s pings).
@@ -94,9 +106,7 @@ async def _relay_websocket(
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
     headers = {k: v for k, v in headers.items() if k.lower() not in WEBSOCKET_HANDSHAKE}
     try:
-        upstream = await session.ws_connect(
-            url, headers=headers, protocols=protocols, autoping=False, max_msg_size=0
-        )
+        upstream = await session.ws_connect(url, headers=headers, protocols=protocols, autoping=False, max_msg_size=0)
     except aiohttp.ClientConnectorError:
         return None
     except aiohttp.WSServerHandshakeError as exc:
@@ -136,8 +146,7 @@ def port_not_open(request: web.Request, port: int) -> web.Response:
     """What E2B's proxy answers, which the SDKs map to SandboxUnreachableException."""
     sandbox_id = request.headers.get("E2b-Sandbox-Id") or os.environ.get("E2B_SANDBOX_ID", "")
     return web.json_response(
-        {"sandboxId": sandbox_id, "message": "The sandbox is running but port is not open",
-         "port": port, "code": 502},
+        {"sandboxId": sandbox_id, "message": "The sandbox is running but port is not open", "port": port, "code": 502},
         status=502,
     )
 
@@ -151,9 +160,7 @@ def _is_websocket(request: web.Request) -> bool:
 
 def _forwarded_headers(request: web.Request) -> dict[str, str]:
     """Everything but hop-by-hop headers, the original Host included."""
-    connection_listed = {
-        token.strip().lower() for token in request.headers.get("Connection", "").split(",")
-    }
+    connection_listed = {token.strip().lower() for token in request.headers.get("Connection", "").split(",")}
     return {
         key: value
         for key, value in request.headers.items()

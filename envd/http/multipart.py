@@ -26,6 +26,7 @@ def filename_of(params: dict[str, str]) -> str | None:
             pass
     return params.get("filename")
 
+
 def disposition_params(header: str) -> dict[str, str]:
     _, _, text = header.partition(";")
     params: dict[str, str] = {}

@@ -10,7 +10,6 @@ from aiohttp import web
 _RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 
 
-
 def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
     """`bytes=a-b, c-, -n` as half-open (start, end) pairs, as Go's file server reads them.
 
@@ -48,6 +47,7 @@ def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
         return []
     return ranges
 
+
 def not_modified(request: web.Request, mtime: float) -> bool:
     value = request.headers.get("If-Modified-Since")
     if not value or "If-None-Match" in request.headers:
@@ -57,6 +57,7 @@ def not_modified(request: web.Request, mtime: float) -> bool:
     except (TypeError, ValueError):
         return False
     return int(mtime) <= since
+
 
 def if_range_matches(request: web.Request, last_modified: str) -> bool:
     value = request.headers.get("If-Range")

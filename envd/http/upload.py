@@ -175,10 +175,14 @@ class FileUpload:
 
 def _not_regular(path: str, mode: int) -> str:
     kind = (
-        "named pipe" if stat.S_ISFIFO(mode)
-        else "socket" if stat.S_ISSOCK(mode)
-        else "character device" if stat.S_ISCHR(mode)
-        else "block device" if stat.S_ISBLK(mode)
+        "named pipe"
+        if stat.S_ISFIFO(mode)
+        else "socket"
+        if stat.S_ISSOCK(mode)
+        else "character device"
+        if stat.S_ISCHR(mode)
+        else "block device"
+        if stat.S_ISBLK(mode)
         else "special file"
     )
     return f"path is not a regular file (it is a {kind}): {path}"
@@ -205,15 +209,14 @@ def _write_all(fd: int, data: bytes) -> None:
 Resolver = Callable[[str, User], str]
 
 
-async def receive_raw(
-    request: web.Request, user: User, metadata: dict[str, str], resolve: Resolver
-) -> dict[str, Any]:
+async def receive_raw(request: web.Request, user: User, metadata: dict[str, str], resolve: Resolver) -> dict[str, Any]:
     """An `application/octet-stream` body, written to `?path=`."""
     raw_path = request.query.get("path")
     if not raw_path:
         raise TransferError(400, "path query parameter is required for raw body upload")
     target = resolve(raw_path, user)
     return await write_file(target, user, metadata, body_chunks(request))
+
 
 async def receive_multipart(
     request: web.Request, user: User, metadata: dict[str, str], resolve: Resolver
@@ -253,9 +256,9 @@ def check_content_encoding(request: web.Request) -> None:
     if value.strip().lower() not in ("", "identity", "gzip"):
         raise TransferError(
             400,
-            f"error decompressing request body: unsupported Content-Encoding: {value}, "
-            "supported: [gzip]",
+            f"error decompressing request body: unsupported Content-Encoding: {value}, supported: [gzip]",
         )
+
 
 def upload_metadata(request: web.Request) -> dict[str, str]:
     try:
@@ -263,8 +266,10 @@ def upload_metadata(request: web.Request) -> dict[str, str]:
     except MetadataError as exc:
         raise TransferError(400, f"invalid metadata: {exc}") from None
 
+
 def is_gzipped(request: web.Request) -> bool:
     return request.headers.get("Content-Encoding", "").strip().lower() == "gzip"
+
 
 async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
     """The decoded upload body, chunk by chunk.
@@ -285,15 +290,15 @@ async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
     if not decompressor.eof:
         raise ValueError("unexpected end of gzip stream")
 
+
 async def part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
     while chunk := await part.read_chunk(READ_CHUNK_BYTES):
         yield chunk
     if not part.at_eof():  # the body ended before the part's boundary
         raise ValueError("multipart body ends in the middle of a part")
 
-async def write_file(
-    target: str, user: User, metadata: dict[str, str], chunks: AsyncIterator[bytes]
-) -> dict[str, Any]:
+
+async def write_file(target: str, user: User, metadata: dict[str, str], chunks: AsyncIterator[bytes]) -> dict[str, Any]:
     """Stream `chunks` into `target`; on any failure remove what was written."""
     upload = FileUpload(target, user)
     upload.open()

@@ -162,8 +162,7 @@ class ManagedProcess:
     async def write_stdin(self, data: bytes) -> None:
         if self.is_pty:
             raise InputError(
-                "error writing to stdin: tty assigned to process — "
-                "input should be written to the pty, not the stdin"
+                "error writing to stdin: tty assigned to process — input should be written to the pty, not the stdin"
             )
         async with self._input_lock:
             if self._stdin_fd is None:
@@ -173,8 +172,7 @@ class ManagedProcess:
     async def write_pty(self, data: bytes) -> None:
         if not self.is_pty:
             raise InputError(
-                "error writing to tty: tty not assigned to process — "
-                "input should be written to the stdin, not the tty"
+                "error writing to tty: tty not assigned to process — input should be written to the stdin, not the tty"
             )
         async with self._input_lock:
             if self._pty_fd is None:
@@ -206,8 +204,7 @@ class ManagedProcess:
         """EOF for the child; idempotent. Waits for in-flight writes so they stay in order."""
         if self.is_pty:
             raise CloseStdinError(
-                "error closing stdin: cannot close stdin for PTY process — "
-                "send Ctrl+D (0x04) instead"
+                "error closing stdin: cannot close stdin for PTY process — send Ctrl+D (0x04) instead"
             )
         async with self._input_lock:
             fd, self._stdin_fd = self._stdin_fd, None

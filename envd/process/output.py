@@ -199,9 +199,7 @@ class Broadcaster:
 
     def _someone_else_reading(self, sub: Subscription, stall_seconds: float, now: float) -> bool:
         """Whether another attached subscriber is not itself stalled."""
-        return any(
-            other is not sub and not other._stalled(stall_seconds, now) for other in self._subscribers
-        )
+        return any(other is not sub and not other._stalled(stall_seconds, now) for other in self._subscribers)
 
     def _remove(self, sub: Subscription) -> None:
         try:

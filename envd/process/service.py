@@ -60,10 +60,14 @@ class ProcessService:
             return Rpc(SERVICE, method, kind, req, handler, keepalive, ERRORS)
 
         return [
-            rpc("Start", Kind.SERVER_STREAM, pb.StartRequest, self.start,
-                lambda: pb.StartResponse(event=_keepalive())),
-            rpc("Connect", Kind.SERVER_STREAM, pb.ConnectRequest, self.connect,
-                lambda: pb.ConnectResponse(event=_keepalive())),
+            rpc("Start", Kind.SERVER_STREAM, pb.StartRequest, self.start, lambda: pb.StartResponse(event=_keepalive())),
+            rpc(
+                "Connect",
+                Kind.SERVER_STREAM,
+                pb.ConnectRequest,
+                self.connect,
+                lambda: pb.ConnectResponse(event=_keepalive()),
+            ),
             rpc("List", Kind.UNARY, pb.ListRequest, self.list),
             rpc("SendInput", Kind.UNARY, pb.SendInputRequest, self.send_input),
             rpc("StreamInput", Kind.CLIENT_STREAM, pb.StreamInputRequest, self.stream_input),
@@ -99,9 +103,7 @@ class ProcessService:
         finally:
             sub.close()
 
-    async def connect(
-        self, request: pb.ConnectRequest, ctx: RpcContext
-    ) -> AsyncIterator[pb.ConnectResponse]:
+    async def connect(self, request: pb.ConnectRequest, ctx: RpcContext) -> AsyncIterator[pb.ConnectResponse]:
         """Re-attach to a live process, or report a recently ended one (docs/envd-api.md §5.7)."""
         try:
             process = self.registry.find(request.process)
@@ -120,9 +122,7 @@ class ProcessService:
         finally:
             sub.close()
 
-    async def _launch(
-        self, request: pb.StartRequest, ctx: RpcContext
-    ) -> tuple[ManagedProcess, Subscription]:
+    async def _launch(self, request: pb.StartRequest, ctx: RpcContext) -> tuple[ManagedProcess, Subscription]:
         """Everything up to a running, registered, subscribed process (docs/envd-api.md §5.4 steps 1-9)."""
         user = ctx.user()
         config = request.process
@@ -145,9 +145,7 @@ class ProcessService:
 
     async def list(self, request: pb.ListRequest, ctx: RpcContext) -> pb.ListResponse:
         return pb.ListResponse(
-            processes=[
-                pb.ProcessInfo(config=p.config, pid=p.pid, tag=p.tag) for p in self.registry.live()
-            ]
+            processes=[pb.ProcessInfo(config=p.config, pid=p.pid, tag=p.tag) for p in self.registry.live()]
         )
 
     async def send_input(self, request: pb.SendInputRequest, ctx: RpcContext) -> pb.SendInputResponse:
@@ -175,16 +173,12 @@ class ProcessService:
                 process = self.registry.find(message.start.process)
             elif kind == "data":
                 if process is None:
-                    raise ConnectError(
-                        Code.FAILED_PRECONDITION, "no process selected: send a start event first"
-                    )
+                    raise ConnectError(Code.FAILED_PRECONDITION, "no process selected: send a start event first")
                 await _deliver(process, message.data.input)
             elif kind is None:
                 raise ConnectError(Code.UNIMPLEMENTED, "invalid event type <nil>")
 
-    async def close_stdin(
-        self, request: pb.CloseStdinRequest, ctx: RpcContext
-    ) -> pb.CloseStdinResponse:
+    async def close_stdin(self, request: pb.CloseStdinRequest, ctx: RpcContext) -> pb.CloseStdinResponse:
         process = self.registry.find(request.process)
         try:
             await process.close_stdin()
@@ -192,9 +186,7 @@ class ProcessService:
             raise ConnectError(Code.UNKNOWN, str(exc)) from None
         return pb.CloseStdinResponse()
 
-    async def send_signal(
-        self, request: pb.SendSignalRequest, ctx: RpcContext
-    ) -> pb.SendSignalResponse:
+    async def send_signal(self, request: pb.SendSignalRequest, ctx: RpcContext) -> pb.SendSignalResponse:
         """Signal the process group; after SIGKILL answer once the pid is reaped (docs/envd-api.md §5.10)."""
         process = self.registry.find(request.process)
         signum = _SIGNALS.get(request.signal)
@@ -218,9 +210,7 @@ class ProcessService:
         return pb.UpdateResponse()
 
 
-async def _spawn(
-    request: pb.StartRequest, argv: list[str], env: dict[str, str], cwd: str, user: User
-) -> Spawned:
+async def _spawn(request: pb.StartRequest, argv: list[str], env: dict[str, str], cwd: str, user: User) -> Spawned:
     """PTY or pipes; a failure names the command and the reason (docs/envd-api.md §5.4 step 7)."""
     try:
         if request.HasField("pty"):

@@ -36,15 +36,45 @@ ENV = shutil.which("env", path=FALLBACK_PATH)
 #: glibc ignores in setuid programs (its UNSECURE_ENVVARS). `setpriv` and
 #: `setsid` start as root, so they never see the request's values of these;
 #: `env`, already running as the user, puts them back for the program itself.
-LOADER_ENV = frozenset({
-    "GCONV_PATH", "GETCONF_DIR", "GLIBC_TUNABLES", "HOSTALIASES", "LD_AUDIT", "LD_BIND_NOT",
-    "LD_BIND_NOW", "LD_DEBUG", "LD_DEBUG_OUTPUT", "LD_DYNAMIC_WEAK", "LD_HWCAP_MASK",
-    "LD_LIBRARY_PATH", "LD_ORIGIN_PATH", "LD_PRELOAD", "LD_PROFILE", "LD_PROFILE_OUTPUT",
-    "LD_SHOW_AUXV", "LD_USE_LOAD_BIAS", "LOCALDOMAIN", "LOCPATH", "MALLOC_ARENA_MAX",
-    "MALLOC_ARENA_TEST", "MALLOC_PERTURB_", "MALLOC_TCACHE_MAX", "MALLOC_TOP_PAD_",
-    "MALLOC_TRACE", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_",
-    "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TMPDIR", "TZDIR",
-})
+LOADER_ENV = frozenset(
+    {
+        "GCONV_PATH",
+        "GETCONF_DIR",
+        "GLIBC_TUNABLES",
+        "HOSTALIASES",
+        "LD_AUDIT",
+        "LD_BIND_NOT",
+        "LD_BIND_NOW",
+        "LD_DEBUG",
+        "LD_DEBUG_OUTPUT",
+        "LD_DYNAMIC_WEAK",
+        "LD_HWCAP_MASK",
+        "LD_LIBRARY_PATH",
+        "LD_ORIGIN_PATH",
+        "LD_PRELOAD",
+        "LD_PROFILE",
+        "LD_PROFILE_OUTPUT",
+        "LD_SHOW_AUXV",
+        "LD_USE_LOAD_BIAS",
+        "LOCALDOMAIN",
+        "LOCPATH",
+        "MALLOC_ARENA_MAX",
+        "MALLOC_ARENA_TEST",
+        "MALLOC_PERTURB_",
+        "MALLOC_TCACHE_MAX",
+        "MALLOC_TOP_PAD_",
+        "MALLOC_TRACE",
+        "MALLOC_TRIM_THRESHOLD_",
+        "MALLOC_MMAP_MAX_",
+        "MALLOC_MMAP_THRESHOLD_",
+        "NIS_PATH",
+        "NLSPATH",
+        "RESOLV_HOST_CONF",
+        "RES_OPTIONS",
+        "TMPDIR",
+        "TZDIR",
+    }
+)
 
 
 class SpawnError(Exception):
@@ -177,9 +207,7 @@ def _runnable(program: str, env: dict[str, str], cwd: str, user: User, groups: l
     return False
 
 
-async def spawn_pipes(
-    argv: list[str], env: dict[str, str], cwd: str, user: User, with_stdin: bool
-) -> Spawned:
+async def spawn_pipes(argv: list[str], env: dict[str, str], cwd: str, user: User, with_stdin: bool) -> Spawned:
     """Separate stdout/stderr pipes; stdin a pipe or `/dev/null`."""
     argv, env, credentials = _as_user(argv, env, cwd, user)
     out_r, out_w = os.pipe()
@@ -222,9 +250,7 @@ def _take_controlling_terminal() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-async def spawn_pty(
-    argv: list[str], env: dict[str, str], cwd: str, user: User, cols: int, rows: int
-) -> Spawned:
+async def spawn_pty(argv: list[str], env: dict[str, str], cwd: str, user: User, cols: int, rows: int) -> Spawned:
     """The child gets a PTY slave as fds 0-2 and controlling terminal; we keep the master.
 
     util-linux's `setsid --ctty` makes the new session and takes the

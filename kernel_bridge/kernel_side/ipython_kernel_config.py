@@ -32,6 +32,4 @@ __import__("runpy").run_path(_os.path.join(_here, "output.py"), run_name="__e2b_
 # showing run_path's result (startup.py's globals) bound them to `_` in the user
 # namespace and had the JSON formatter import numpy (~14 MB per kernel).
 _startup = _os.path.join(_here, "startup.py")
-c.IPKernelApp.exec_lines = [
-    f"__import__('runpy').run_path({_startup!r}, run_name='__e2b_kernel_startup__') and None"
-]
+c.IPKernelApp.exec_lines = [f"__import__('runpy').run_path({_startup!r}, run_name='__e2b_kernel_startup__') and None"]

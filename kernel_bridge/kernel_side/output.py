@@ -42,7 +42,7 @@ def _flushing_in_pieces(write: Any) -> Any:
             self._e2b_pending = pending
             return write(self, string)
         for start in range(0, len(string), OUTPUT_MESSAGE_CHARS):
-            write(self, string[start:start + OUTPUT_MESSAGE_CHARS])
+            write(self, string[start : start + OUTPUT_MESSAGE_CHARS])
             self.flush()
         self._e2b_pending = 0
         return len(string)

@@ -19,7 +19,8 @@ def start_podman_service(directory: Path) -> tuple[subprocess.Popen, str]:
     socket_path = directory / "podman.sock"
     service = subprocess.Popen(
         ["podman", "system", "service", "--time=0", f"unix://{socket_path}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     wait_until(socket_path.exists, 30)
     return service, f"unix://{socket_path}"
@@ -74,7 +75,6 @@ class ControlPlaneProcess:
             return log.read()
 
 
-
 def control_plane_process(
     engine_url: str, image: str, state: Path, keys: dict[str, str], pool_size: int = 1
 ) -> ControlPlaneProcess:
@@ -85,10 +85,29 @@ def control_plane_process(
     api_port, proxy_port, tls_port = free_port(), free_port(), free_port()
     instance = f"test-{uuid.uuid4().hex[:8]}"
     argv = [
-        DAEMON_PYTHON, "-m", "controlplane", "--api-port", str(api_port), "--proxy-port", str(proxy_port),
-        "--engine-url", engine_url, "--state-dir", str(state / "data"), "--image", image,
-        "--api-keys-file", str(keys_file), "--instance-id", instance, "--log-level", "WARNING",
-        "--pool-size", str(pool_size), "--tls-port", str(tls_port),
+        DAEMON_PYTHON,
+        "-m",
+        "controlplane",
+        "--api-port",
+        str(api_port),
+        "--proxy-port",
+        str(proxy_port),
+        "--engine-url",
+        engine_url,
+        "--state-dir",
+        str(state / "data"),
+        "--image",
+        image,
+        "--api-keys-file",
+        str(keys_file),
+        "--instance-id",
+        instance,
+        "--log-level",
+        "WARNING",
+        "--pool-size",
+        str(pool_size),
+        "--tls-port",
+        str(tls_port),
     ]
     log_path = tempfile.mktemp(prefix="cp-", suffix=".log")
     bundle = str(state / "data" / "tls" / "client-bundle.crt")

@@ -22,11 +22,13 @@ def test_js_sdks_against_the_control_plane(control_plane: ControlPlaneProcess) -
     if not os.path.isdir(os.path.join(JS_DIR, "node_modules")):
         subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, check=True, timeout=600)
     env = {key: value for key, value in os.environ.items() if key != "E2B_DEBUG"}
-    env.update(
-        E2B_API_URL=control_plane.api_url, E2B_SANDBOX_URL=control_plane.sandbox_url, E2B_API_KEY="key-team-a"
-    )
+    env.update(E2B_API_URL=control_plane.api_url, E2B_SANDBOX_URL=control_plane.sandbox_url, E2B_API_KEY="key-team-a")
     result = subprocess.run(
         [node, "--test", "--test-concurrency=1", "--test-timeout=240000", "controlplane.mjs"],
-        cwd=JS_DIR, env=env, capture_output=True, text=True, timeout=600,
+        cwd=JS_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-4000:]

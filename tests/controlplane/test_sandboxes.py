@@ -40,7 +40,9 @@ def test_create_with_envs_and_metadata_then_kill(sdk_env: ControlPlaneProcess) -
         assert sandbox.files.read("/home/user/note.txt") == "kept"
         info = sandbox.get_info()
         assert (info.sandbox_id, info.metadata, info.template_id) == (
-            sandbox.sandbox_id, {"suite": "cp", "case": "create"}, "local-envd"
+            sandbox.sandbox_id,
+            {"suite": "cp", "case": "create"},
+            "local-envd",
         )
         assert sandbox.sandbox_id in _listed_ids(query=SandboxQuery(metadata={"case": "create"}))
         assert sandbox.sandbox_id not in _listed_ids(query=SandboxQuery(metadata={"case": "other"}))
@@ -117,7 +119,9 @@ def test_secure_sandbox_refuses_code_without_its_token(sdk_env: ControlPlaneProc
     sandbox = Sandbox.create(timeout=120)
     try:
         request = urllib.request.Request(
-            f"{sdk_env.sandbox_url}/execute", data=json.dumps({"code": "1"}).encode(), method="POST",
+            f"{sdk_env.sandbox_url}/execute",
+            data=json.dumps({"code": "1"}).encode(),
+            method="POST",
             headers={"E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "49999"},
         )
         with pytest.raises(urllib.error.HTTPError) as refused:
@@ -138,7 +142,9 @@ def test_a_restart_loses_no_sandbox_and_leaves_no_orphan(sdk_env: ControlPlanePr
         assert sdk_env.stop() == 0
         # A container of ours without a record, as if the control plane died mid-create.
         orphan = engine.containers.create(
-            TEST_IMAGE, command=["sleep", "600"], name=f"e2b-orphan-{sdk_env.instance}",
+            TEST_IMAGE,
+            command=["sleep", "600"],
+            name=f"e2b-orphan-{sdk_env.instance}",
             labels={"e2b.local/managed-by": sdk_env.instance, "e2b.local/sandbox-id": "o" * 20},
         )
         orphan.start()
@@ -262,7 +268,9 @@ def test_signed_urls_work_in_header_mode(sdk_env: ControlPlaneProcess) -> None:
         with urllib.request.urlopen(sandbox.download_url("/home/user/signed.txt"), timeout=10) as response:
             assert response.read() == b"by signature"
         upload = urllib.request.Request(
-            sandbox.upload_url("/home/user/uploaded.txt"), data=b"up", method="POST",
+            sandbox.upload_url("/home/user/uploaded.txt"),
+            data=b"up",
+            method="POST",
             headers={"Content-Type": "application/octet-stream"},
         )
         with urllib.request.urlopen(upload, timeout=10) as response:
@@ -523,8 +531,9 @@ def test_domain_mode_over_tls(control_plane: ControlPlaneProcess) -> None:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("E2B_")}
     env.update(E2B_DOMAIN=control_plane.domain, E2B_API_KEY="key-team-a", SSL_CERT_FILE=control_plane.client_bundle)
-    run = subprocess.run([sys.executable, "-c", DOMAIN_MODE_SCRIPT], env=env, capture_output=True, text=True,
-                         timeout=180, check=False)
+    run = subprocess.run(
+        [sys.executable, "-c", DOMAIN_MODE_SCRIPT], env=env, capture_output=True, text=True, timeout=180, check=False
+    )
     assert run.returncode == 0, run.stderr[-4000:]
     used, ended = (json.loads(line) for line in run.stdout.splitlines()[-2:])
     assert (used["code"], used["env"], used["file"], used["listed"]) == ("42", "domain\n", "tls", True)
@@ -564,8 +573,9 @@ def test_sdk1_in_domain_mode(control_plane: ControlPlaneProcess) -> None:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("E2B_")}
     env.update(E2B_DOMAIN=control_plane.domain, E2B_API_KEY="key-team-a", SSL_CERT_FILE=control_plane.client_bundle)
-    run = subprocess.run([SDK1_PYTHON, "-c", SDK1_DOMAIN_MODE_SCRIPT], env=env, capture_output=True, text=True,
-                         timeout=180, check=False)
+    run = subprocess.run(
+        [SDK1_PYTHON, "-c", SDK1_DOMAIN_MODE_SCRIPT], env=env, capture_output=True, text=True, timeout=180, check=False
+    )
     assert run.returncode == 0, run.stderr[-4000:]
     used, ended = (json.loads(line) for line in run.stdout.splitlines()[-2:])
     assert (used["code"], used["env"], used["file"], used["listed"]) == ("42", "sdk1\n", "one", True)

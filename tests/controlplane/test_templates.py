@@ -63,8 +63,10 @@ def test_a_template_from_the_file_sets_its_name_and_limits(
         ("[[templates]]\nid = 'x'\n", "`image` is required"),
         ("[[templates]]\nid = 'x'\nimage = 'i'\ncpus = 2\n", "unknown keys cpus"),
         ("[[templates]]\nid = 'x'\nimage = 'i'\nmemory_mb = '1G'\n", "`memory_mb` must be a non-negative integer"),
-        ("[[templates]]\nid = 'a'\nimage = 'i'\n[[templates]]\nid = 'b'\nimage = 'i'\naliases = ['a']\n",
-         "more than one template: a"),
+        (
+            "[[templates]]\nid = 'a'\nimage = 'i'\n[[templates]]\nid = 'b'\nimage = 'i'\naliases = ['a']\n",
+            "more than one template: a",
+        ),
         ("templates = 3", "at least one [[templates]]"),
         ("[[templates", "templates.toml"),
     ],
@@ -75,9 +77,21 @@ def test_a_bad_templates_file_stops_the_start_with_its_reason(tmp_path, content:
     keys = tmp_path / "keys"
     keys.write_text("k team\n")
     result = subprocess.run(
-        [sys.executable, "-m", "controlplane", "--templates-file", str(templates), "--api-keys-file", str(keys),
-         "--state-dir", str(tmp_path / "state")],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "controlplane",
+            "--templates-file",
+            str(templates),
+            "--api-keys-file",
+            str(keys),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
     assert result.returncode != 0
     assert complaint in result.stderr, result.stderr

@@ -20,9 +20,7 @@ async def test_run_and_exit_code(async_sandbox) -> None:
 
 async def test_background_callbacks_connect_and_kill(async_sandbox) -> None:
     out: list[str] = []
-    handle = await async_sandbox.commands.run(
-        "echo first; sleep 30", background=True, on_stdout=out.append
-    )
+    handle = await async_sandbox.commands.run("echo first; sleep 30", background=True, on_stdout=out.append)
     for _ in range(200):
         if out:
             break

@@ -402,6 +402,4 @@ async def test_default_workdir_and_invalid_default_user(daemon_factory, http) ->
 
     no_user = daemon_factory("--default-user", "no-such-user-xyz")
     _, end = await stream_async(http, no_user.url, "process.Process/Start", start_request("/bin/pwd"))
-    assert end == {
-        "error": {"code": "unauthenticated", "message": "invalid default user: 'no-such-user-xyz'"}
-    }
+    assert end == {"error": {"code": "unauthenticated", "message": "invalid default user: 'no-such-user-xyz'"}}

@@ -24,8 +24,15 @@ def encoded(message) -> dict:
 
 def test_entry_info_is_canonical_protojson() -> None:
     entry = pb.EntryInfo(
-        name="x", type=pb.FILE_TYPE_FILE, path="/home/user/x", size=13, mode=0o644,
-        permissions="-rw-r--r--", owner="user", group="user", symlink_target="/t",
+        name="x",
+        type=pb.FILE_TYPE_FILE,
+        path="/home/user/x",
+        size=13,
+        mode=0o644,
+        permissions="-rw-r--r--",
+        owner="user",
+        group="user",
+        symlink_target="/t",
         is_symlink=True,
     )
     entry.modified_time.FromNanoseconds(1_777_629_600_123_456_789)
@@ -58,9 +65,7 @@ def test_oneof_with_empty_messages() -> None:
     assert encoded(start) == {"start": {}}
     keepalive = pb.WatchDirResponse(keepalive=pb.WatchDirResponse.KeepAlive())
     assert encoded(keepalive) == {"keepalive": {}}
-    event = pb.WatchDirResponse(
-        filesystem=pb.FilesystemEvent(name="a/b", type=pb.EVENT_TYPE_CHMOD)
-    )
+    event = pb.WatchDirResponse(filesystem=pb.FilesystemEvent(name="a/b", type=pb.EVENT_TYPE_CHMOD))
     assert encoded(event) == {"filesystem": {"name": "a/b", "type": "EVENT_TYPE_CHMOD"}}
 
 
@@ -88,7 +93,7 @@ def test_numbers_as_strings_enums_by_number_and_nulls() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"{", b"[1,2]", b"[]", b"null", b"\"s\"", b'{"path": 5}', b'{"depth": -1}', b"\xff\xfe", b'{"depth":"x"}'],
+    [b"{", b"[1,2]", b"[]", b"null", b'"s"', b'{"path": 5}', b'{"depth": -1}', b"\xff\xfe", b'{"depth":"x"}'],
 )
 def test_malformed_json_is_invalid_argument(body: bytes) -> None:
     with pytest.raises(ConnectError) as caught:

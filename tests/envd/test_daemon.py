@@ -20,7 +20,10 @@ from tests.wire import unary
 
 
 def http(
-    daemon: DaemonProcess, path: str, method: str = "GET", body: bytes | None = None,
+    daemon: DaemonProcess,
+    path: str,
+    method: str = "GET",
+    body: bytes | None = None,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     return raw_http(daemon.url + path, method, body, headers)
@@ -71,8 +74,17 @@ def test_metrics_fields(daemon: DaemonProcess) -> None:
     status, _, body = http(daemon, "/metrics")
     metrics = json.loads(body)
     assert status == 200
-    for key in ("ts", "cpu_count", "mem_total_mib", "mem_used_mib", "mem_total", "mem_used",
-                "mem_cache", "disk_used", "disk_total"):
+    for key in (
+        "ts",
+        "cpu_count",
+        "mem_total_mib",
+        "mem_used_mib",
+        "mem_total",
+        "mem_used",
+        "mem_cache",
+        "disk_used",
+        "disk_total",
+    ):
         assert isinstance(metrics[key], int), key
     assert isinstance(metrics["cpu_used_pct"], (int, float))
     assert 0 < metrics["mem_used"] < metrics["mem_total"]
@@ -95,7 +107,10 @@ def test_envs_reflect_cli_and_init(daemon_factory) -> None:
     assert envs["FROM_CLI"] == "1" and envs["OTHER"] == "x=y"
     assert envs["E2B_SANDBOX"] == "true"
     status, headers, _ = http(
-        daemon, "/init", "POST", json.dumps({"envVars": {"NEW": "v", "E2B_SANDBOX": "no"}}).encode(),
+        daemon,
+        "/init",
+        "POST",
+        json.dumps({"envVars": {"NEW": "v", "E2B_SANDBOX": "no"}}).encode(),
         {"Content-Type": "application/json"},
     )
     assert status == 204
@@ -129,18 +144,20 @@ def test_init_token_then_required(daemon_factory) -> None:
 
 def test_init_rejects_bad_bodies(daemon_factory) -> None:
     daemon = daemon_factory()
-    for body in (b"[1]", b"{not json", json.dumps({"accessToken": ""}).encode(),
-                 json.dumps({"envVars": {"A": 1}}).encode(),
-                 json.dumps({"defaultUser": "nosuchuser"}).encode()):
+    for body in (
+        b"[1]",
+        b"{not json",
+        json.dumps({"accessToken": ""}).encode(),
+        json.dumps({"envVars": {"A": 1}}).encode(),
+        json.dumps({"defaultUser": "nosuchuser"}).encode(),
+    ):
         status, _, _ = http(daemon, "/init", "POST", body, {"Content-Type": "application/json"})
         assert status == 400, body
     assert http(daemon, "/health")[0] == 204
 
 
 def test_version_flag() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "envd", "--version"], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-m", "envd", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("envd-py ")
     protocol = out.stdout.split("envd protocol of E2B's envd ")[1].split()[0]
     assert tuple(int(part) for part in protocol.split(".")) >= (0, 6, 4)
@@ -188,8 +205,7 @@ def test_nul_bytes_and_odd_headers_are_client_errors(daemon: DaemonProcess) -> N
 def test_init_validates_everything_before_applying(daemon_factory) -> None:
     daemon = daemon_factory()
     headers = {"Content-Type": "application/json"}
-    bad = {"envVars": {"HALF": "applied?"}, "defaultUser": "nosuchuser",
-           "timestamp": "2026-01-01T00:00:00Z"}
+    bad = {"envVars": {"HALF": "applied?"}, "defaultUser": "nosuchuser", "timestamp": "2026-01-01T00:00:00Z"}
     assert http(daemon, "/init", "POST", json.dumps(bad).encode(), headers)[0] == 400
     assert "HALF" not in json.loads(http(daemon, "/envs")[2])
     # The failed request did not consume its timestamp: a corrected retry applies.
@@ -208,9 +224,14 @@ def test_init_refuses_what_would_break_later_starts(daemon_factory) -> None:
     """Values no process environment can hold are refused up front, and Start keeps working."""
     daemon = daemon_factory()
     headers = {"Content-Type": "application/json"}
-    for fields in ({"envVars": {"NUL": "a\u0000b"}}, {"envVars": {"A=B": "c"}}, {"envVars": {"": "c"}},
-                   {"envVars": {"S": "\ud800"}}, {"accessToken": "tok\udc80"},
-                   {"defaultWorkdir": "/tmp/\u0000"}):
+    for fields in (
+        {"envVars": {"NUL": "a\u0000b"}},
+        {"envVars": {"A=B": "c"}},
+        {"envVars": {"": "c"}},
+        {"envVars": {"S": "\ud800"}},
+        {"accessToken": "tok\udc80"},
+        {"defaultWorkdir": "/tmp/\u0000"},
+    ):
         status, _, text = http(daemon, "/init", "POST", json.dumps(fields).encode(), headers)
         assert status == 400, (fields, text)
     sandbox = EnvdSandbox.create(**daemon.sdk_opts())
@@ -220,8 +241,7 @@ def test_init_refuses_what_would_break_later_starts(daemon_factory) -> None:
 def test_init_timestamps_with_and_without_offset_compare(daemon_factory) -> None:
     daemon = daemon_factory()
     headers = {"Content-Type": "application/json"}
-    for when, value in (("2026-01-01T00:00:00", "1"), ("2026-01-01T00:00:01Z", "2"),
-                        ("2026-01-01T00:00:02", "3")):
+    for when, value in (("2026-01-01T00:00:00", "1"), ("2026-01-01T00:00:01Z", "2"), ("2026-01-01T00:00:02", "3")):
         body = json.dumps({"envVars": {"N": value}, "timestamp": when}).encode()
         assert http(daemon, "/init", "POST", body, headers)[0] == 204
         assert json.loads(http(daemon, "/envs")[2])["N"] == value

@@ -59,9 +59,7 @@ def test_regular_file(tmp_path) -> None:
 def test_directory_and_root(tmp_path) -> None:
     os.chmod(tmp_path, 0o750)
     entry = build_entry(str(tmp_path))
-    assert (entry.type, entry.mode, entry.permissions) == (
-        FileType.FILE_TYPE_DIRECTORY, 0o750, "drwxr-x---"
-    )
+    assert (entry.type, entry.mode, entry.permissions) == (FileType.FILE_TYPE_DIRECTORY, 0o750, "drwxr-x---")
     assert build_entry("/").name == "/"
 
 

@@ -18,7 +18,9 @@ pytestmark = [pytest.mark.timeout(60), pytest.mark.host_only]
 def compose(daemon, body: object, headers: dict[str, str] | None = None) -> tuple[int, object]:
     raw_body = body if isinstance(body, bytes) else json.dumps(body).encode()
     status, _, raw = http(
-        f"{daemon.url}/files/compose", "POST", raw_body,
+        f"{daemon.url}/files/compose",
+        "POST",
+        raw_body,
         {"Content-Type": "application/json", **(headers or {})},
     )
     return status, json.loads(raw)
@@ -53,9 +55,7 @@ def test_parts_are_joined_owned_by_the_user_and_removed(envd_daemon, home_dir) -
     assert leftovers(f"{home_dir}/new/dir") == []
 
 
-def test_no_file_is_composed_for_the_user_through_a_link_to_a_root_directory(
-    envd_daemon, home_dir, tmp_path
-) -> None:
+def test_no_file_is_composed_for_the_user_through_a_link_to_a_root_directory(envd_daemon, home_dir, tmp_path) -> None:
     victim = tmp_path / "root-only"
     victim.mkdir(mode=0o755)
     os.chmod(tmp_path, 0o755)
@@ -71,9 +71,14 @@ def test_relative_paths_resolve_for_the_user_and_replace_the_destination(envd_da
     write_parts(home_dir, b"a", b"b")
     with open(f"{home_dir}/out", "w") as existing:
         existing.write("old content")
-    status, entry = compose(envd_daemon, {
-        "source_paths": [f"{name}/part0", f"~/{name}/part1"], "destination": f"{name}/out", "username": "user",
-    })
+    status, entry = compose(
+        envd_daemon,
+        {
+            "source_paths": [f"{name}/part0", f"~/{name}/part1"],
+            "destination": f"{name}/out",
+            "username": "user",
+        },
+    )
     assert status == 200 and entry["path"] == f"{home_dir}/out"
     with open(f"{home_dir}/out") as joined:
         assert joined.read() == "ab"
@@ -87,8 +92,11 @@ def test_relative_paths_resolve_for_the_user_and_replace_the_destination(envd_da
         ({"source_paths": [], "destination": "/tmp/x"}, 400, "source_paths must not be empty"),
         ({"source_paths": ["/etc/hostname"]}, 400, "destination is required"),
         ({"source_paths": [1], "destination": "/tmp/x"}, 400, None),
-        ({"source_paths": ["/etc/hostname"], "destination": "/tmp/x", "username": "nobody-xyz"}, 401,
-         "error looking up user 'nobody-xyz': user: unknown user nobody-xyz"),
+        (
+            {"source_paths": ["/etc/hostname"], "destination": "/tmp/x", "username": "nobody-xyz"},
+            401,
+            "error looking up user 'nobody-xyz': user: unknown user nobody-xyz",
+        ),
     ],
 )
 def test_bad_requests(envd_daemon, body, status, message) -> None:

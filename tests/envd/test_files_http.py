@@ -36,9 +36,13 @@ def multipart(parts: list[tuple[str, str, bytes]], boundary: str = "b0undary") -
     body = b""
     for field, filename, data in parts:
         body += (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
-            f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-        ).encode() + data + b"\r\n"
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+                f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+            ).encode()
+            + data
+            + b"\r\n"
+        )
     body += f"--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
 
@@ -51,11 +55,13 @@ def error_body(raw: bytes) -> dict:
 
 
 def test_multipart_keeps_directories_skips_other_fields(envd_daemon, home_dir) -> None:
-    body, content_type = multipart([
-        ("file", f"{home_dir}/d/one;two;three.txt", b"1"),
-        ("other", "ignored.txt", b"?"),
-        ("file", f"{home_dir}/ü space.txt", b"2"),
-    ])
+    body, content_type = multipart(
+        [
+            ("file", f"{home_dir}/d/one;two;three.txt", b"1"),
+            ("other", "ignored.txt", b"?"),
+            ("file", f"{home_dir}/ü space.txt", b"2"),
+        ]
+    )
     status, headers, raw = http(files_url(envd_daemon), "POST", body, {"Content-Type": content_type})
     assert status == 200 and headers["Content-Type"].startswith("application/json")
     assert json.loads(raw) == [
@@ -68,9 +74,7 @@ def test_multipart_keeps_directories_skips_other_fields(envd_daemon, home_dir) -
 
 def test_multipart_same_target_twice(envd_daemon, home_dir) -> None:
     body, content_type = multipart([("file", "same", b"first"), ("file", "same", b"second")])
-    status, _, raw = http(
-        files_url(envd_daemon, path=f"{home_dir}/same"), "POST", body, {"Content-Type": content_type}
-    )
+    status, _, raw = http(files_url(envd_daemon, path=f"{home_dir}/same"), "POST", body, {"Content-Type": content_type})
     assert status == 400
     assert "cannot upload multiple files to the same path" in error_body(raw)["message"]
     assert open(f"{home_dir}/same", "rb").read() == b"first"
@@ -79,14 +83,17 @@ def test_multipart_same_target_twice(envd_daemon, home_dir) -> None:
 def test_raw_upload_needs_a_path(envd_daemon) -> None:
     status, _, raw = http(files_url(envd_daemon), "POST", b"x", {"Content-Type": "application/octet-stream"})
     assert (status, error_body(raw)) == (
-        400, {"code": 400, "message": "path query parameter is required for raw body upload"}
+        400,
+        {"code": 400, "message": "path query parameter is required for raw body upload"},
     )
 
 
 def test_gzip_upload_and_download(envd_daemon, home_dir) -> None:
     data = b"compress me " * 10_000
     status, _, raw = http(
-        files_url(envd_daemon, path=f"{home_dir}/gz.txt"), "POST", gzip.compress(data),
+        files_url(envd_daemon, path=f"{home_dir}/gz.txt"),
+        "POST",
+        gzip.compress(data),
         {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"},
     )
     assert status == 200, raw
@@ -111,7 +118,8 @@ def test_bad_content_type_encoding_and_metadata(envd_daemon, home_dir) -> None:
         url, "POST", b"x", {"Content-Type": "application/octet-stream", "Content-Encoding": "compress"}
     )
     assert (status, error_body(raw)["message"]) == (
-        400, "error decompressing request body: unsupported Content-Encoding: compress, supported: [gzip]"
+        400,
+        "error decompressing request body: unsupported Content-Encoding: compress, supported: [gzip]",
     )
     status, _, raw = http(url, "POST", b"x", {"Content-Type": "application/octet-stream", "X-Metadata-Key": "é"})
     assert status == 400 and error_body(raw)["message"].startswith("invalid metadata:")
@@ -154,7 +162,9 @@ def test_interrupted_upload_leaves_no_partial_file(envd_daemon, home_dir) -> Non
 def test_disk_full_is_507_and_leaves_no_file(envd_daemon, tiny_fs) -> None:
     target = f"{tiny_fs}/big.bin"
     status, _, raw = http(
-        files_url(envd_daemon, path=target), "POST", b"x" * 2_000_000,
+        files_url(envd_daemon, path=target),
+        "POST",
+        b"x" * 2_000_000,
         {"Content-Type": "application/octet-stream"},
     )
     assert (status, error_body(raw)) == (507, {"code": 507, "message": "not enough disk space available"})
@@ -224,7 +234,8 @@ def test_accept_encoding_negotiation(envd_daemon, home_dir) -> None:
     assert "Content-Encoding" not in headers
     status, _, raw = http(url, headers={"Accept-Encoding": "identity;q=0, br"})
     assert (status, error_body(raw)["message"]) == (
-        406, "error parsing Accept-Encoding: no acceptable encoding found, supported: [gzip]"
+        406,
+        "error parsing Accept-Encoding: no acceptable encoding found, supported: [gzip]",
     )
 
 
@@ -248,7 +259,9 @@ def test_malformed_rpc_bodies_are_invalid_argument(envd_daemon, home_dir) -> Non
         status, reply = unary(envd_daemon.url, "filesystem.Filesystem/Stat", body)
         assert (status, reply["code"]) == (400, "invalid_argument")
     status, _, raw = http(
-        f"{envd_daemon.url}/filesystem.Filesystem/Stat", "POST", b"\x0a\xff\xff\xff",
+        f"{envd_daemon.url}/filesystem.Filesystem/Stat",
+        "POST",
+        b"\x0a\xff\xff\xff",
         {"Content-Type": "application/proto"},
     )
     assert (status, json.loads(raw)["code"]) == (400, "invalid_argument")
@@ -257,9 +270,7 @@ def test_malformed_rpc_bodies_are_invalid_argument(envd_daemon, home_dir) -> Non
 
 
 def test_wrong_content_type_is_415(envd_daemon) -> None:
-    status, _, _ = http(
-        f"{envd_daemon.url}/filesystem.Filesystem/Stat", "POST", b"{}", {"Content-Type": "text/plain"}
-    )
+    status, _, _ = http(f"{envd_daemon.url}/filesystem.Filesystem/Stat", "POST", b"{}", {"Content-Type": "text/plain"})
     assert status == 415
     status, _, _ = http(
         f"{envd_daemon.url}/filesystem.Filesystem/WatchDir", "POST", b"{}", {"Content-Type": "application/json"}
@@ -275,15 +286,22 @@ def test_stat_wire_format(envd_daemon, home_dir) -> None:
     entry = reply["entry"]
     assert status == 200
     assert {k: entry[k] for k in ("name", "type", "size", "mode", "permissions", "owner")} == {
-        "name": "x", "type": "FILE_TYPE_FILE", "size": "13", "mode": 420,
-        "permissions": "-rw-r--r--", "owner": "user",
+        "name": "x",
+        "type": "FILE_TYPE_FILE",
+        "size": "13",
+        "mode": 420,
+        "permissions": "-rw-r--r--",
+        "owner": "user",
     }
     assert entry["modifiedTime"].endswith("Z")
     status, reply = unary(envd_daemon.url, "filesystem.Filesystem/Stat", {"path": f"{home_dir}/missing"})
-    assert (status, reply) == (404, {
-        "code": "not_found",
-        "message": f"file not found: lstat {home_dir}/missing: no such file or directory",
-    })
+    assert (status, reply) == (
+        404,
+        {
+            "code": "not_found",
+            "message": f"file not found: lstat {home_dir}/missing: no such file or directory",
+        },
+    )
 
 
 # -- signed URLs --------------------------------------------------------------------------
@@ -316,7 +334,7 @@ def test_signed_urls_through_the_sdk(daemon_factory, home_dir) -> None:
 
     download = sandbox.download_url(f"{home_dir}/signed file.txt", user="user")
     assert "signature=v1_" in download and "signature_expiration" not in download
-    assert http(download) [2] == b"signed upload"
+    assert http(download)[2] == b"signed upload"
     assert http(download.replace("signature=v1_", "signature=v1_x"))[0] == 401
 
 
@@ -326,8 +344,9 @@ def test_signature_failures(daemon_factory, home_dir) -> None:
     with open(path, "w") as file:
         file.write("s")
     past = int(time.time()) - 10
-    expired = files_url(secured, path=path, signature=sign(path, "read", "", TOKEN, past),
-                        signature_expiration=str(past))
+    expired = files_url(
+        secured, path=path, signature=sign(path, "read", "", TOKEN, past), signature_expiration=str(past)
+    )
     status, headers, raw = http(expired)
     assert (status, json.loads(raw)) == (401, {"code": 401, "message": "signature is already expired"})
     assert headers["Content-Type"] == "application/json; charset=utf-8"

@@ -125,12 +125,10 @@ def test_write_files_with_awkward_names_in_multipart(envd_sandbox, home_dir) -> 
     written = envd_sandbox.files.write_files(files)
     assert [w.path for w in written] == [f"{home_dir}/{name}" for name in names + ["absolute"]]
     for entry in written:
-        assert envd_sandbox.files.read(entry.path) == entry.path[len(home_dir) + 1:]
+        assert envd_sandbox.files.read(entry.path) == entry.path[len(home_dir) + 1 :]
 
 
-@pytest.mark.parametrize(
-    "name", ["with space.txt", "ünïcödé ✓.txt", "new\nline.txt", 'quote"and\\slash.txt', "-dash"]
-)
+@pytest.mark.parametrize("name", ["with space.txt", "ünïcödé ✓.txt", "new\nline.txt", 'quote"and\\slash.txt', "-dash"])
 def test_awkward_file_names(envd_sandbox, home_dir, name: str) -> None:
     info = envd_sandbox.files.write(rel(home_dir, name), name)
     assert info.path == f"{home_dir}/{name}"
@@ -199,8 +197,13 @@ def test_list_with_depth(envd_sandbox, home_dir) -> None:
     assert [e.name for e in depth1] == ["file1.txt", "subdir1", "subdir2"]
     assert [e.type for e in depth1] == [FileType.FILE, FileType.DIR, FileType.DIR]
     expected = [
-        "file1.txt", "subdir1", "subdir1/subdir1_1", "subdir1/subdir1_2",
-        "subdir2", "subdir2/subdir2_1", "subdir2/subdir2_2",
+        "file1.txt",
+        "subdir1",
+        "subdir1/subdir1_1",
+        "subdir1/subdir1_2",
+        "subdir2",
+        "subdir2/subdir2_1",
+        "subdir2/subdir2_2",
     ]
     for depth in (2, 3):
         entries = envd_sandbox.files.list(rel(home_dir), depth=depth)
@@ -217,7 +220,9 @@ def test_list_through_a_symlinked_directory_reports_requested_paths(envd_sandbox
     assert [e.path for e in entries] == [f"{home_dir}/alias/inner.txt"]
     listing = envd_sandbox.files.list(home_dir, depth=3)
     assert [e.path for e in listing] == [
-        f"{home_dir}/alias", f"{home_dir}/real", f"{home_dir}/real/inner.txt"
+        f"{home_dir}/alias",
+        f"{home_dir}/real",
+        f"{home_dir}/real/inner.txt",
     ]  # the symlinked directory is listed, not entered
 
 
@@ -318,7 +323,8 @@ def test_list_with_an_undecodable_file_name(envd_sandbox, home_dir) -> None:
         pass
     entries = envd_sandbox.files.list(rel(home_dir, "d"))
     assert sorted((e.name, e.path) for e in entries) == [
-        ("bad\ufffd", f"{home_dir}/d/bad\ufffd"), ("ok.txt", f"{home_dir}/d/ok.txt")
+        ("bad\ufffd", f"{home_dir}/d/bad\ufffd"),
+        ("ok.txt", f"{home_dir}/d/ok.txt"),
     ]
     assert envd_sandbox.files.list(home_dir, depth=2)  # deeper listings too
 
@@ -353,9 +359,7 @@ def test_ensure_dir_leaves_a_concurrently_created_component_alone(monkeypatch, h
     assert (st.st_uid, st.st_gid) == (user.uid, user.gid)
 
 
-def test_nothing_is_created_for_the_user_through_a_link_to_a_root_directory(
-    envd_sandbox, home_dir, tmp_path
-) -> None:
+def test_nothing_is_created_for_the_user_through_a_link_to_a_root_directory(envd_sandbox, home_dir, tmp_path) -> None:
     """`user` plants `~/d -> <root-owned dir>`: MakeDir and writes through it would
     hand the user new objects where they may not write; both refuse (compose too:
     test_files_compose)."""

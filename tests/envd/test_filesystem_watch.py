@@ -37,9 +37,7 @@ def kinds(events) -> list[tuple[str, T]]:
 def test_new_file_is_exactly_create_chmod_write(envd_sandbox, home_dir) -> None:
     handle = envd_sandbox.files.watch_dir(home_dir)
     envd_sandbox.files.write(f"{home_dir}/new.txt", "hello")
-    assert kinds(handle.get_new_events()) == [
-        ("new.txt", T.CREATE), ("new.txt", T.CHMOD), ("new.txt", T.WRITE)
-    ]
+    assert kinds(handle.get_new_events()) == [("new.txt", T.CREATE), ("new.txt", T.CHMOD), ("new.txt", T.WRITE)]
     assert handle.get_new_events() == []  # the buffer was handed out
     handle.stop()
 
@@ -55,9 +53,7 @@ def test_overwrite_is_chmod_then_writes(envd_sandbox, home_dir) -> None:
     )
     write = events[-1]
     assert write.entry is not None
-    assert (write.entry.name, write.entry.path, write.entry.type) == (
-        "f.txt", f"{home_dir}/f.txt", FileType.FILE
-    )
+    assert (write.entry.name, write.entry.path, write.entry.type) == ("f.txt", f"{home_dir}/f.txt", FileType.FILE)
     handle.stop()
 
 
@@ -68,8 +64,12 @@ def test_entries_only_on_create_write_chmod(envd_sandbox, home_dir) -> None:
     envd_sandbox.files.remove(f"{home_dir}/b")
     events = handle.get_new_events()
     assert kinds(events) == [
-        ("a", T.CREATE), ("a", T.CHMOD), ("a", T.WRITE),
-        ("a", T.RENAME), ("b", T.CREATE), ("b", T.REMOVE),
+        ("a", T.CREATE),
+        ("a", T.CHMOD),
+        ("a", T.WRITE),
+        ("a", T.RENAME),
+        ("b", T.CREATE),
+        ("b", T.REMOVE),
     ]
     with_entry = [e.type for e in events if e.entry is not None]
     assert with_entry == [T.CREATE, T.CHMOD, T.WRITE, T.CREATE]
@@ -99,7 +99,9 @@ def test_recursive_existing_subdirectory(envd_sandbox, home_dir) -> None:
     handle = envd_sandbox.files.watch_dir(home_dir, recursive=True)
     envd_sandbox.files.write(f"{home_dir}/nested/file", "x")
     assert kinds(handle.get_new_events()) == [
-        ("nested/file", T.CREATE), ("nested/file", T.CHMOD), ("nested/file", T.WRITE)
+        ("nested/file", T.CREATE),
+        ("nested/file", T.CHMOD),
+        ("nested/file", T.WRITE),
     ]
     handle.stop()
 
@@ -336,7 +338,10 @@ async def test_shutdown_ends_open_streams_cleanly(daemon_factory, home_dir) -> N
 async def test_raw_stream_events_and_keepalives(envd_daemon, home_dir) -> None:
     async with aiohttp.ClientSession() as session:
         watch = await open_stream(
-            session, envd_daemon.url, WATCH_DIR, {"path": home_dir, "includeEntry": True},
+            session,
+            envd_daemon.url,
+            WATCH_DIR,
+            {"path": home_dir, "includeEntry": True},
             {**USER_AUTH, "Keepalive-Ping-Interval": "1"},
         )
         assert await watch.read_envelope() == (0, {"start": {}})
@@ -418,8 +423,7 @@ def test_a_big_tree_moved_in_is_walked_off_the_event_loop(envd_daemon, home_dir)
     assert status == 200, body
     watcher_id = body["watcherId"]
     expected = ["tree"] + [
-        name for i in range(100)
-        for name in [f"tree/d{i:02}"] + [f"tree/d{i:02}/e{j:03}" for j in range(300)]
+        name for i in range(100) for name in [f"tree/d{i:02}"] + [f"tree/d{i:02}/e{j:03}" for j in range(300)]
     ]
 
     def new_events() -> list[str]:

@@ -51,7 +51,7 @@ def test_oversized_unary_body_is_refused_before_it_is_read(daemon: DaemonProcess
     with socket.create_connection((host, int(port)), timeout=10) as conn:
         conn.sendall(
             b"POST /filesystem.Filesystem/Stat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 100000000\r\n\r\n{\"path\": \""
+            b'Content-Length: 100000000\r\n\r\n{"path": "'
         )
         reply = conn.recv(4096)
     assert reply.startswith(b"HTTP/1.1 429"), reply

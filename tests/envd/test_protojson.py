@@ -24,7 +24,7 @@ def _message_types() -> list[type[Message]]:
 def _scalar(field: FieldDescriptor, rng: random.Random):
     kind = field.type
     if kind == FieldDescriptor.TYPE_STRING:
-        return rng.choice(["", "x", "héllo \u2028 \"q\"", "/home/user/" + "a" * rng.randint(0, 40)])
+        return rng.choice(["", "x", 'héllo \u2028 "q"', "/home/user/" + "a" * rng.randint(0, 40)])
     if kind == FieldDescriptor.TYPE_BYTES:
         return bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 20)))
     if kind == FieldDescriptor.TYPE_BOOL:

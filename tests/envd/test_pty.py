@@ -59,9 +59,7 @@ def test_pty_ctrl_c_interrupts_the_foreground_job(sandbox) -> None:
     terminal = sandbox.pty.create(PtySize(rows=24, cols=80))
     sandbox.pty.send_stdin(terminal.pid, b"sleep 60\n")
     # `|| true`: ps exits 1 while the shell has no child yet.
-    assert wait_until(
-        lambda: "sleep 60" in sandbox.commands.run(f"ps -o args= --ppid {terminal.pid} || true").stdout
-    )
+    assert wait_until(lambda: "sleep 60" in sandbox.commands.run(f"ps -o args= --ppid {terminal.pid} || true").stdout)
     sandbox.pty.send_stdin(terminal.pid, b"\x03")
     sandbox.pty.send_stdin(terminal.pid, b"exit\n")
     with pytest.raises(CommandExitException) as info:

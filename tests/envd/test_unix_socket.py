@@ -47,10 +47,15 @@ async def user_server():
 
     async def echo(request: web.Request) -> web.Response:
         body = await request.read()
-        return web.json_response({
-            "method": request.method, "path": request.path_qs, "host": request.host,
-            "length": len(body), "forwarded": request.headers.get("X-Forwarded-For"),
-        })
+        return web.json_response(
+            {
+                "method": request.method,
+                "path": request.path_qs,
+                "host": request.host,
+                "length": len(body),
+                "forwarded": request.headers.get("X-Forwarded-For"),
+            }
+        )
 
     async def stream(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
@@ -110,13 +115,21 @@ async def test_the_port_header_alone_picks_the_api(ingress) -> None:
 
 async def test_other_ports_reach_the_program_with_host_kept(ingress, user_server) -> None:
     _, path = ingress
-    headers = {"E2b-Sandbox-Port": str(user_server), "Host": f"{user_server}-abc.e2b.localhost",
-               "X-Forwarded-For": "10.9.8.7"}
+    headers = {
+        "E2b-Sandbox-Port": str(user_server),
+        "Host": f"{user_server}-abc.e2b.localhost",
+        "X-Forwarded-For": "10.9.8.7",
+    }
     async with _session(path) as http:
         async with http.post("http://sandbox/echo?q=1", data=b"x" * 100_000, headers=headers) as response:
             echoed = await response.json()
-        assert echoed == {"method": "POST", "path": "/echo?q=1", "host": f"{user_server}-abc.e2b.localhost",
-                          "length": 100_000, "forwarded": "10.9.8.7"}
+        assert echoed == {
+            "method": "POST",
+            "path": "/echo?q=1",
+            "host": f"{user_server}-abc.e2b.localhost",
+            "length": 100_000,
+            "forwarded": "10.9.8.7",
+        }
         async with http.get("http://sandbox/stream", headers=headers) as response:
             assert await response.text() == "chunk 0\nchunk 1\nchunk 2\n"
         async with http.get("http://sandbox/nothing-here", headers=headers) as response:
@@ -126,8 +139,9 @@ async def test_other_ports_reach_the_program_with_host_kept(ingress, user_server
 async def test_websockets_are_relayed_with_the_chosen_subprotocol(ingress, user_server) -> None:
     _, path = ingress
     async with _session(path) as http:
-        async with http.ws_connect("http://sandbox/ws", protocols=["other", "chat"],
-                                   headers={"E2b-Sandbox-Port": str(user_server)}) as ws:
+        async with http.ws_connect(
+            "http://sandbox/ws", protocols=["other", "chat"], headers={"E2b-Sandbox-Port": str(user_server)}
+        ) as ws:
             assert ws.protocol == "chat"
             await ws.send_str("hi")
             assert (await ws.receive()).data == "echo hi"
@@ -144,8 +158,12 @@ async def test_a_closed_port_is_the_sdks_port_not_open(ingress) -> None:
         headers = {"E2b-Sandbox-Port": str(closed), "E2b-Sandbox-Id": "abc123"}
         async with http.get("http://sandbox/", headers=headers) as response:
             assert response.status == 502
-            assert await response.json() == {"sandboxId": "abc123", "port": closed, "code": 502,
-                                             "message": "The sandbox is running but port is not open"}
+            assert await response.json() == {
+                "sandboxId": "abc123",
+                "port": closed,
+                "code": 502,
+                "message": "The sandbox is running but port is not open",
+            }
 
 
 async def test_tcp_binds_loopback_only_and_a_stale_socket_is_replaced(daemon_factory, socket_dir) -> None:

@@ -36,7 +36,7 @@ KERNELS = {
         "javascript": ("console.log(6 * 7)", "42"),
         "typescript": ("const n: number = 6 * 7; console.log(n)", "42"),
         "r": ("cat(6 * 7)", "42"),
-        "java": ('System.out.println(6 * 7);', "42"),
+        "java": ("System.out.println(6 * 7);", "42"),
     },
     "slim": {
         "python": ("print(6 * 7)", "42"),
@@ -50,7 +50,9 @@ def _variant() -> str:
     assert engine is not None
     labels = subprocess.run(
         [engine, "image", "inspect", "--format", "{{json .Config.Labels}}", TEST_IMAGE],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return (json.loads(labels) or {}).get("envd.variant", "")
 
@@ -106,8 +108,17 @@ def test_both_default_ports_and_the_healthcheck() -> None:
     engine = container_engine()
     envd_port, code_port = free_port(), free_port()
     name = f"envd-health-{envd_port}"
-    argv = [engine, "run", "--detach", "--name", name,
-            "--publish", f"127.0.0.1:{envd_port}:49983", "--publish", f"127.0.0.1:{code_port}:49999"]
+    argv = [
+        engine,
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--publish",
+        f"127.0.0.1:{envd_port}:49983",
+        "--publish",
+        f"127.0.0.1:{code_port}:49999",
+    ]
     if engine == "podman":
         argv += ["--network", "slirp4netns"]
     subprocess.run([*argv, TEST_IMAGE], check=True, capture_output=True)

@@ -49,8 +49,21 @@ from kernel_bridge.kernel_side.charts.values import (  # noqa: E402
     unit_of,
 )
 
-POINT_KEYS = ["type", "title", "elements", "x_label", "y_label", "x_unit", "y_unit",
-              "x_ticks", "x_tick_labels", "x_scale", "y_ticks", "y_tick_labels", "y_scale"]
+POINT_KEYS = [
+    "type",
+    "title",
+    "elements",
+    "x_label",
+    "y_label",
+    "x_unit",
+    "y_unit",
+    "x_ticks",
+    "x_tick_labels",
+    "x_scale",
+    "y_ticks",
+    "y_tick_labels",
+    "y_scale",
+]
 PLANAR_KEYS = ["type", "title", "elements", "x_label", "y_label", "x_unit", "y_unit"]
 
 
@@ -75,27 +88,39 @@ def all_floats(values: Any) -> bool:
 
 
 class TestValues:
-    @pytest.mark.parametrize("value, expected", [
-        (324.00000000000006, 324.0),
-        (84.75, 84.75),
-        (0.05, 0.05),
-        (123456.789, 123000.0),
-        (1.00000005, 1.0),          # half-even: 8th digit 0 stays
-        (1.00000015, 1.0000002),    # half-even: 8th digit 1 goes up
-        (-2.123456789, -2.1234568),
-        (0.0, 0.0),
-        (7, 7.0),
-    ])
+    @pytest.mark.parametrize(
+        "value, expected",
+        [
+            (324.00000000000006, 324.0),
+            (84.75, 84.75),
+            (0.05, 0.05),
+            (123456.789, 123000.0),
+            (1.00000005, 1.0),  # half-even: 8th digit 0 stays
+            (1.00000015, 1.0000002),  # half-even: 8th digit 1 goes up
+            (-2.123456789, -2.1234568),
+            (0.0, 0.0),
+            (7, 7.0),
+        ],
+    )
     def test_round8(self, value: float, expected: float) -> None:
         result = round8(value)
         assert result == expected
         assert type(result) is float
 
-    @pytest.mark.parametrize("label, unit", [
-        ("Time (s)", "s"), ("Amplitude (Hz)", "Hz"), ("Y-axis (log scale)", "log scale"),
-        ("Value [kg]", "kg"), ("X-axis", None), ("f(x)", None), ("Empty ()", None),
-        (None, None), ("", None),
-    ])
+    @pytest.mark.parametrize(
+        "label, unit",
+        [
+            ("Time (s)", "s"),
+            ("Amplitude (Hz)", "Hz"),
+            ("Y-axis (log scale)", "log scale"),
+            ("Value [kg]", "kg"),
+            ("X-axis", None),
+            ("f(x)", None),
+            ("Empty ()", None),
+            (None, None),
+            ("", None),
+        ],
+    )
     def test_unit_of(self, label: Any, unit: Any) -> None:
         assert unit_of(label) == unit
 
@@ -138,8 +163,7 @@ def test_line_matches_upstream_observation() -> None:
     assert chart["title"] is None
     assert chart["elements"] == [{"label": "Line 0", "points": [[1.0, 3.0], [2.0, 4.0]]}]
     assert [chart[k] for k in ("x_label", "y_label", "x_unit", "y_unit")] == [None] * 4
-    assert chart["x_ticks"] == [0.8, 1.0, 1.2000000000000002, 1.4000000000000001,
-                                1.6, 1.8, 2.0, 2.2]  # not rounded
+    assert chart["x_ticks"] == [0.8, 1.0, 1.2000000000000002, 1.4000000000000001, 1.6, 1.8, 2.0, 2.2]  # not rounded
     assert chart["x_tick_labels"] == ["0.8", "1.0", "1.2", "1.4", "1.6", "1.8", "2.0", "2.2"]
     assert chart["y_ticks"][0] == 2.8000000000000003 and chart["y_ticks"][-1] == 4.2
     assert chart["x_scale"] == chart["y_scale"] == "linear"
@@ -186,14 +210,11 @@ def test_line_numpy_datetime64_and_pandas_points() -> None:
     fig = plt.figure()
     stamps = np.array(["2024-01-01T10:00:00.5", "2024-01-02"], dtype="datetime64[ms]")
     plt.plot(stamps, [1, 2])
-    plt.plot(pd.Series(pd.to_datetime(["2024-01-01 12:00", "2024-01-01 18:00"])),
-             pd.Series([3, 4]))
+    plt.plot(pd.Series(pd.to_datetime(["2024-01-01 12:00", "2024-01-01 18:00"])), pd.Series([3, 4]))
     chart = chart_from_figure(fig)
     assert chart["x_scale"] == "datetime"
-    assert chart["elements"][0]["points"] == [["2024-01-01T10:00:00", 1.0],
-                                              ["2024-01-02T00:00:00", 2.0]]
-    assert chart["elements"][1]["points"] == [["2024-01-01T12:00:00", 3.0],
-                                              ["2024-01-01T18:00:00", 4.0]]
+    assert chart["elements"][0]["points"] == [["2024-01-01T10:00:00", 1.0], ["2024-01-02T00:00:00", 2.0]]
+    assert chart["elements"][1]["points"] == [["2024-01-01T12:00:00", 3.0], ["2024-01-01T18:00:00", 4.0]]
 
 
 def test_line_log_scale_with_grid() -> None:
@@ -335,8 +356,7 @@ def test_scatter_unlabelled_with_reference_line_and_dates() -> None:
     chart = chart_from_figure(fig)
     assert chart["type"] == "scatter"
     assert chart["x_scale"] == "datetime"
-    assert chart["elements"] == [{"label": "_child0",
-                                  "points": [[19723.0, 1.0], [19725.0, 2.0]]}]
+    assert chart["elements"] == [{"label": "_child0", "points": [[19723.0, 1.0], [19725.0, 2.0]]}]
 
 
 # -------------------------------------------------------------------- bar
@@ -345,17 +365,22 @@ def test_scatter_unlabelled_with_reference_line_and_dates() -> None:
 def test_bar_categorical() -> None:
     """SDK ``test_bar``: exactly the dict upstream emits."""
     fig, ax = plt.subplots(figsize=(10, 6))
-    ax.bar(["Author A", "Author B", "Author C", "Author D"], [100, 200, 300, 400],
-           label="Books Sold", color="blue")
+    ax.bar(["Author A", "Author B", "Author C", "Author D"], [100, 200, 300, 400], label="Books Sold", color="blue")
     ax.set_xlabel("Authors")
     ax.set_ylabel("Number of Books Sold")
     ax.set_title("Book Sales by Authors")
     chart = chart_from_figure(fig)
     assert chart == {
-        "type": "bar", "title": "Book Sales by Authors",
-        "elements": [{"label": f"Author {c}", "group": "Books Sold", "value": v}
-                     for c, v in zip("ABCD", (100.0, 200.0, 300.0, 400.0), strict=True)],
-        "x_label": "Authors", "y_label": "Number of Books Sold", "x_unit": None, "y_unit": None,
+        "type": "bar",
+        "title": "Book Sales by Authors",
+        "elements": [
+            {"label": f"Author {c}", "group": "Books Sold", "value": v}
+            for c, v in zip("ABCD", (100.0, 200.0, 300.0, 400.0), strict=True)
+        ],
+        "x_label": "Authors",
+        "y_label": "Number of Books Sold",
+        "x_unit": None,
+        "y_unit": None,
     }
     assert list(chart) == PLANAR_KEYS
     assert list(chart["elements"][0]) == ["label", "group", "value"]
@@ -395,8 +420,9 @@ def test_horizontal_bars_swap_labels() -> None:
     plt.xlabel("Value [kg]")
     plt.ylabel("Name")
     chart = chart_from_figure(fig)
-    assert chart["elements"] == [{"label": n, "group": "Group 0", "value": v}
-                                 for n, v in (("a", 3.0), ("b", 5.0), ("c", 7.0))]
+    assert chart["elements"] == [
+        {"label": n, "group": "Group 0", "value": v} for n, v in (("a", 3.0), ("b", 5.0), ("c", 7.0))
+    ]
     assert (chart["x_label"], chart["y_label"]) == ("Name", "Value [kg]")
     assert (chart["x_unit"], chart["y_unit"]) == (None, "kg")
 
@@ -405,8 +431,7 @@ def test_equal_height_bars_read_as_horizontal_quirk() -> None:
     fig = plt.figure()
     plt.bar(["a", "b", "c"], [5, 5, 5])
     chart = chart_from_figure(fig)
-    assert [(e["label"], e["value"]) for e in chart["elements"]] == [
-        ("0", 0.8), ("1", 0.8), ("2", 0.8)]
+    assert [(e["label"], e["value"]) for e in chart["elements"]] == [("0", 0.8), ("1", 0.8), ("2", 0.8)]
 
 
 def test_histogram_is_bar() -> None:
@@ -424,20 +449,21 @@ def test_histogram_is_bar() -> None:
 def test_pie_with_labels() -> None:
     """SDK ``test_pie``: autopct texts are ignored, angles rounded."""
     fig = plt.figure(figsize=(8, 8))
-    plt.pie([90, 10], labels=["No", "No, in blue"], colors=["#1f77b4", "#ff7f0e"],
-            autopct="%1.1f%%", startangle=90)
+    plt.pie([90, 10], labels=["No", "No, in blue"], colors=["#1f77b4", "#ff7f0e"], autopct="%1.1f%%", startangle=90)
     plt.xlabel("ignored")
     plt.title("Will I wake up early tomorrow?")
     chart = chart_from_figure(fig)
     assert chart == {
-        "type": "pie", "title": "Will I wake up early tomorrow?",
-        "elements": [{"label": "No", "angle": 324.0, "radius": 1.0},
-                     {"label": "No, in blue", "angle": 36.0, "radius": 1.0}],
+        "type": "pie",
+        "title": "Will I wake up early tomorrow?",
+        "elements": [
+            {"label": "No", "angle": 324.0, "radius": 1.0},
+            {"label": "No, in blue", "angle": 36.0, "radius": 1.0},
+        ],
     }
     sdk = sdk_chart(chart)
     assert isinstance(sdk, PieChart)
-    assert [(e.label, e.angle, e.radius) for e in sdk.elements] == [
-        ("No", 324.0, 1.0), ("No, in blue", 36.0, 1.0)]
+    assert [(e.label, e.angle, e.radius) for e in sdk.elements] == [("No", 324.0, 1.0), ("No, in blue", 36.0, 1.0)]
 
 
 def test_pie_without_labels_and_rounding() -> None:
@@ -451,8 +477,7 @@ def test_pie_without_labels_and_rounding() -> None:
 # -------------------------------------------------------- box and whisker
 
 
-BOX_DATA = {"Class A": [85, 90, 78, 92, 88], "Class B": [95, 89, 76, 91, 84, 87],
-            "Class C": [75, 82, 88, 79, 86]}
+BOX_DATA = {"Class A": [85, 90, 78, 92, 88], "Class B": [95, 89, 76, 91, 84, 87], "Class C": [75, 82, 88, 79, 86]}
 
 
 def test_box_and_whisker() -> None:
@@ -467,11 +492,9 @@ def test_box_and_whisker() -> None:
     assert list(chart) == PLANAR_KEYS
     assert chart["type"] == "box_and_whisker"
     assert chart["title"] == "Exam Scores Distribution"
-    assert (chart["x_label"], chart["y_label"], chart["x_unit"], chart["y_unit"]) == (
-        "Class", "Score", None, None)
+    assert (chart["x_label"], chart["y_label"], chart["x_unit"], chart["y_unit"]) == ("Class", "Score", None, None)
     elements = chart["elements"]
-    assert list(elements[0]) == ["label", "min", "first_quartile", "median",
-                                 "third_quartile", "max", "outliers"]
+    assert list(elements[0]) == ["label", "min", "first_quartile", "median", "third_quartile", "max", "outliers"]
     assert [e["label"] for e in elements] == ["Class A", "Class B", "Class C"]
     assert [e["min"] for e in elements] == [78.0, 84.0, 75.0]
     assert [e["first_quartile"] for e in elements] == [85.0, 84.75, 79.0]
@@ -479,26 +502,31 @@ def test_box_and_whisker() -> None:
     assert [e["third_quartile"] for e in elements] == [90.0, 90.5, 86.0]
     assert [e["max"] for e in elements] == [92.0, 95.0, 88.0]
     assert [e["outliers"] for e in elements] == [[], [76.0], []]
-    assert all(all_floats(v for k, v in e.items() if k not in ("label", "outliers"))
-               for e in elements)
+    assert all(all_floats(v for k, v in e.items() if k not in ("label", "outliers")) for e in elements)
 
     sdk = sdk_chart(chart)
     assert isinstance(sdk, BoxAndWhiskerChart)
     assert [(e.label, e.min, e.median, e.max, e.outliers) for e in sdk.elements][1] == (
-        "Class B", 84.0, 88.0, 95.0, [76.0])
+        "Class B",
+        84.0,
+        88.0,
+        95.0,
+        [76.0],
+    )
 
 
 def test_horizontal_box_and_whisker_flips() -> None:
     fig, ax = plt.subplots()
-    ax.boxplot([[1, 2, 3, 4, 5, 6, 20], [2, 3, 4, 5, 6]], orientation="horizontal",
-               patch_artist=True)
+    ax.boxplot([[1, 2, 3, 4, 5, 6, 20], [2, 3, 4, 5, 6]], orientation="horizontal", patch_artist=True)
     ax.set_xlabel("Score (pts)")
     ax.set_ylabel("Class")
     chart = chart_from_figure(fig)
     assert (chart["x_label"], chart["y_label"]) == ("Class", "Score (pts)")
     assert (chart["x_unit"], chart["y_unit"]) == (None, "pts")
-    stats = [(e["min"], e["first_quartile"], e["median"], e["third_quartile"], e["max"],
-              e["outliers"]) for e in chart["elements"]]
+    stats = [
+        (e["min"], e["first_quartile"], e["median"], e["third_quartile"], e["max"], e["outliers"])
+        for e in chart["elements"]
+    ]
     assert stats == [(1.0, 2.5, 4.0, 5.5, 6.0, [20.0]), (2.0, 3.0, 4.0, 5.0, 6.0, [])]
 
 
@@ -529,11 +557,14 @@ def test_superchart_with_suptitle() -> None:
     assert list(chart) == ["type", "title", "elements"]
     assert (chart["type"], chart["title"]) == ("superchart", "Multiple Charts Example")
     line, scatter = chart["elements"]
-    assert (line["type"], line["title"], line["x_label"], line["y_label"]) == (
-        "line", "Sine Wave", None, None)
+    assert (line["type"], line["title"], line["x_label"], line["y_label"]) == ("line", "Sine Wave", None, None)
     assert len(line["elements"]) == 1 and len(line["elements"][0]["points"]) == 100
     assert (scatter["type"], scatter["title"], scatter["x_label"], scatter["y_label"]) == (
-        "scatter", "Scatter Plot", "X", "Y")
+        "scatter",
+        "Scatter Plot",
+        "X",
+        "Y",
+    )
     assert scatter["elements"][0]["points"][-1] == [5.0, 11.0]
 
     sdk = sdk_chart(chart)
@@ -556,8 +587,7 @@ def test_superchart_without_suptitle_keeps_empty_axes_and_unknown() -> None:
     assert image == {"type": "unknown", "title": "image", "elements": []}
 
     sdk = sdk_chart(chart)
-    assert sdk.title == "" and [c.type for c in sdk.elements] == [
-        ChartType.BAR, ChartType.LINE, ChartType.UNKNOWN]
+    assert sdk.title == "" and [c.type for c in sdk.elements] == [ChartType.BAR, ChartType.LINE, ChartType.UNKNOWN]
 
 
 # ---------------------------------------------------------------- unknown
@@ -585,8 +615,7 @@ def test_mixed_plot_is_unknown() -> None:
 # --------------------------------------------------- failures and install
 
 
-def test_failure_gives_empty_chart_and_logs(monkeypatch: pytest.MonkeyPatch,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_failure_gives_empty_chart_and_logs(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from kernel_bridge.kernel_side.charts import extract
 
     def broken(figure: Figure) -> dict:
@@ -665,6 +694,5 @@ def test_install_does_not_import_matplotlib() -> None:
         "print(sorted(m for m in sys.modules if m.startswith(('matplotlib', 'numpy'))))\n"
     )
     root = str(__import__("pathlib").Path(__file__).resolve().parents[2])
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -39,7 +39,9 @@ def chart_of(sandbox: Sandbox, code: str) -> Any:
 
 
 def test_line_datetime(sandbox: Sandbox) -> None:
-    chart = chart_of(sandbox, """
+    chart = chart_of(
+        sandbox,
+        """
         import datetime
         import matplotlib.pyplot as plt
         import numpy as np
@@ -53,14 +55,13 @@ def test_line_datetime(sandbox: Sandbox) -> None:
         plt.ylabel('Amplitude (Hz)')
         plt.title('Plot of sin(x) and cos(x)')
         plt.show()
-    """)
+    """,
+    )
     assert isinstance(chart, LineChart)
     assert chart.title == "Plot of sin(x) and cos(x)"
-    assert (chart.x_label, chart.y_label, chart.x_unit, chart.y_unit) == (
-        "Time (s)", "Amplitude (Hz)", "s", "Hz")
+    assert (chart.x_label, chart.y_label, chart.x_unit, chart.y_unit) == ("Time (s)", "Amplitude (Hz)", "s", "Hz")
     assert (chart.x_scale, chart.y_scale) == (ScaleType.DATETIME, ScaleType.LINEAR)
-    assert all(isinstance(datetime.datetime.fromisoformat(t), datetime.datetime)
-               for t in chart.x_ticks)
+    assert all(isinstance(datetime.datetime.fromisoformat(t), datetime.datetime) for t in chart.x_ticks)
     assert all(type(t) is float for t in chart.y_ticks)
     assert all(isinstance(label, str) for label in chart.x_tick_labels + chart.y_tick_labels)
     assert [e.label for e in chart.elements] == ["sin(x)", "cos(x)"]
@@ -70,7 +71,9 @@ def test_line_datetime(sandbox: Sandbox) -> None:
 
 
 def test_log_scale_with_grid(sandbox: Sandbox) -> None:
-    chart = chart_of(sandbox, """
+    chart = chart_of(
+        sandbox,
+        """
         import matplotlib.pyplot as plt
         import numpy as np
 
@@ -83,7 +86,8 @@ def test_log_scale_with_grid(sandbox: Sandbox) -> None:
         plt.ylabel('Y-axis (log scale)')
         plt.grid(True)
         plt.show()
-    """)
+    """,
+    )
     assert isinstance(chart, LineChart)
     assert (chart.x_unit, chart.y_unit) == (None, "log scale")
     assert (chart.x_scale, chart.y_scale) == (ScaleType.LINEAR, ScaleType.LOG)
@@ -94,12 +98,15 @@ def test_log_scale_with_grid(sandbox: Sandbox) -> None:
 
 
 def test_categorical_scale(sandbox: Sandbox) -> None:
-    chart = chart_of(sandbox, """
+    chart = chart_of(
+        sandbox,
+        """
         import matplotlib.pyplot as plt
         plt.figure(figsize=(10, 6))
         plt.plot([1, 2, 3, 4, 5], ['A', 'B', 'C', 'D', 'E'])
         plt.show()
-    """)
+    """,
+    )
     assert (chart.x_scale, chart.y_scale) == (ScaleType.LINEAR, ScaleType.CATEGORICAL)
     assert chart.y_tick_labels == ["A", "B", "C", "D", "E"]
     assert chart.elements[0].label == "Line 0"
@@ -107,7 +114,9 @@ def test_categorical_scale(sandbox: Sandbox) -> None:
 
 
 def test_scatter(sandbox: Sandbox) -> None:
-    chart = chart_of(sandbox, """
+    chart = chart_of(
+        sandbox,
+        """
         import matplotlib.pyplot as plt
         plt.figure(figsize=(10, 6))
         plt.scatter([1, 2, 3, 4, 5], [5, 4, 3, 2, 1], label='Dataset 1')
@@ -115,7 +124,8 @@ def test_scatter(sandbox: Sandbox) -> None:
         plt.xlabel('A')
         plt.ylabel('B')
         plt.show()
-    """)
+    """,
+    )
     assert isinstance(chart, ScatterChart)
     assert chart.title is None and (chart.x_label, chart.y_label) == ("A", "B")
     assert (chart.x_scale, chart.y_scale) == (ScaleType.LINEAR, ScaleType.LINEAR)
@@ -125,7 +135,9 @@ def test_scatter(sandbox: Sandbox) -> None:
 
 
 def test_bar(sandbox: Sandbox) -> None:
-    chart = chart_of(sandbox, """
+    chart = chart_of(
+        sandbox,
+        """
         import matplotlib.pyplot as plt
         authors = ['Author A', 'Author B', 'Author C', 'Author D']
         sales = [100, 200, 300, 400]
@@ -135,18 +147,27 @@ def test_bar(sandbox: Sandbox) -> None:
         ax.set_ylabel('Number of Books Sold')
         ax.set_title('Book Sales by Authors')
         plt.show()
-    """)
+    """,
+    )
     assert isinstance(chart, BarChart)
     assert chart.to_dict() == {
-        "type": "bar", "title": "Book Sales by Authors",
-        "elements": [{"label": f"Author {c}", "group": "Books Sold", "value": v}
-                     for c, v in zip("ABCD", (100.0, 200.0, 300.0, 400.0), strict=True)],
-        "x_label": "Authors", "y_label": "Number of Books Sold", "x_unit": None, "y_unit": None,
+        "type": "bar",
+        "title": "Book Sales by Authors",
+        "elements": [
+            {"label": f"Author {c}", "group": "Books Sold", "value": v}
+            for c, v in zip("ABCD", (100.0, 200.0, 300.0, 400.0), strict=True)
+        ],
+        "x_label": "Authors",
+        "y_label": "Number of Books Sold",
+        "x_unit": None,
+        "y_unit": None,
     }
 
 
 def test_grouped_bars(sandbox: Sandbox) -> None:
-    chart = chart_of(sandbox, """
+    chart = chart_of(
+        sandbox,
+        """
         import matplotlib.pyplot as plt
         import numpy as np
         x = np.arange(3)
@@ -155,24 +176,32 @@ def test_grouped_bars(sandbox: Sandbox) -> None:
         ax.bar(x + 0.2, [3, 1, 5], 0.4, label='2024')
         ax.set_xticks(x, ['Q1', 'Q2', 'Q3'])
         plt.show()
-    """)
+    """,
+    )
     assert [(e.label, e.group, e.value) for e in chart.elements] == [
-        ("Q1", "2023", 1.0), ("Q2", "2023", 4.0), ("Q3", "2023", 2.0),
-        ("Q1", "2024", 3.0), ("Q2", "2024", 1.0), ("Q3", "2024", 5.0)]
+        ("Q1", "2023", 1.0),
+        ("Q2", "2023", 4.0),
+        ("Q3", "2023", 2.0),
+        ("Q1", "2024", 3.0),
+        ("Q2", "2024", 1.0),
+        ("Q3", "2024", 5.0),
+    ]
 
 
 def test_pie(sandbox: Sandbox) -> None:
-    chart = chart_of(sandbox, """
+    chart = chart_of(
+        sandbox,
+        """
         import matplotlib.pyplot as plt
         plt.figure(figsize=(8, 8))
         plt.pie([90, 10], labels=['No', 'No, in blue'], autopct='%1.1f%%', startangle=90)
         plt.title('Will I wake up early tomorrow?')
         plt.show()
-    """)
+    """,
+    )
     assert isinstance(chart, PieChart)
     assert chart.title == "Will I wake up early tomorrow?"
-    assert [(e.label, e.angle, e.radius) for e in chart.elements] == [
-        ("No", 324.0, 1.0), ("No, in blue", 36.0, 1.0)]
+    assert [(e.label, e.angle, e.radius) for e in chart.elements] == [("No", 324.0, 1.0), ("No, in blue", 36.0, 1.0)]
 
 
 def test_box_and_whisker(sandbox: Sandbox) -> None:
@@ -197,10 +226,8 @@ plt.show()
     chart = execution.results[0].chart
     assert isinstance(chart, BoxAndWhiskerChart)
     assert chart.title == "Exam Scores Distribution"
-    assert (chart.x_label, chart.y_label, chart.x_unit, chart.y_unit) == (
-        "Class", "Score", None, None)
-    rows = [(e.label, e.min, e.first_quartile, e.median, e.third_quartile, e.max, e.outliers)
-            for e in chart.elements]
+    assert (chart.x_label, chart.y_label, chart.x_unit, chart.y_unit) == ("Class", "Score", None, None)
+    rows = [(e.label, e.min, e.first_quartile, e.median, e.third_quartile, e.max, e.outliers) for e in chart.elements]
     assert rows == [
         ("Class A", 78.0, 85.0, 88.0, 90.0, 92.0, []),
         ("Class B", 84.0, 84.75, 88.0, 90.5, 95.0, [76.0]),
@@ -209,7 +236,9 @@ plt.show()
 
 
 def test_superchart(sandbox: Sandbox) -> None:
-    chart = chart_of(sandbox, """
+    chart = chart_of(
+        sandbox,
+        """
         import matplotlib.pyplot as plt
         import numpy as np
         x = np.linspace(0, 10, 100)
@@ -223,7 +252,8 @@ def test_superchart(sandbox: Sandbox) -> None:
         ax2.set_xlabel('X')
         ax2.set_ylabel('Y')
         plt.show()
-    """)
+    """,
+    )
     assert isinstance(chart, SuperChart)
     assert chart.title == "Multiple Charts Example"
     line, scatter = chart.elements
@@ -235,47 +265,56 @@ def test_superchart(sandbox: Sandbox) -> None:
 
 
 def test_superchart_without_suptitle_and_unknown(sandbox: Sandbox) -> None:
-    chart = chart_of(sandbox, """
+    chart = chart_of(
+        sandbox,
+        """
         import matplotlib.pyplot as plt
         fig, (ax1, ax2) = plt.subplots(1, 2)
         ax1.bar(['x', 'y'], [1, 2])
         ax2.add_artist(plt.Circle((0.5, 0.5), 0.2))
         ax2.set_title('Circle')
         plt.show()
-    """)
+    """,
+    )
     assert isinstance(chart, SuperChart) and chart.title == ""
     assert [c.type for c in chart.elements] == [ChartType.BAR, ChartType.UNKNOWN]
     assert chart.elements[1].title == "Circle" and chart.elements[1].elements == []
 
 
 def test_unknown(sandbox: Sandbox) -> None:
-    chart = chart_of(sandbox, """
+    chart = chart_of(
+        sandbox,
+        """
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots()
         ax.add_artist(plt.Circle((0, 0), 1, fill=False))
         ax.add_artist(plt.Circle((0, 0), 0.5, fill=False))
         ax.set_title('Two Concentric Circles')
         plt.show()
-    """)
+    """,
+    )
     assert chart.type == ChartType.UNKNOWN
-    assert chart.to_dict() == {"type": "unknown", "title": "Two Concentric Circles",
-                               "elements": []}
+    assert chart.to_dict() == {"type": "unknown", "title": "Two Concentric Circles", "elements": []}
 
 
 def test_to_json_keeps_chart(sandbox: Sandbox) -> None:
-    execution = sandbox.run_code(textwrap.dedent("""
+    execution = sandbox.run_code(
+        textwrap.dedent("""
         import matplotlib.pyplot as plt
         plt.scatter([1, 2], [3, 4])
         plt.show()
-    """))
+    """)
+    )
     assert json.loads(execution.to_json())["results"][0]["chart"]["type"] == "scatter"
 
 
 def _raw_result_lines(daemon: Any, code: str) -> list[dict[str, Any]]:
     """POST /execute by hand: the SDK hides ``"chart": {}`` (it maps it to None)."""
     request = urllib.request.Request(
-        f"{daemon.url}/execute", data=json.dumps({"code": code}).encode(),
-        headers={"Content-Type": "application/json", "E2b-Sandbox-Port": "49999"})
+        f"{daemon.url}/execute",
+        data=json.dumps({"code": code}).encode(),
+        headers={"Content-Type": "application/json", "E2b-Sandbox-Port": "49999"},
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         lines = [json.loads(line) for line in response.read().splitlines() if line.strip()]
     return [line for line in lines if line["type"] == "result"]

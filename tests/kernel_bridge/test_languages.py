@@ -154,7 +154,12 @@ def test_java_println_and_cwd(sandbox):
 
 def test_normalise():
     assert [languages.normalise(x) for x in (None, "", "  JS ", "ts", "Python", "node")] == [
-        "python", "python", "javascript", "typescript", "python", "node"
+        "python",
+        "python",
+        "javascript",
+        "typescript",
+        "python",
+        "node",
     ]
 
 
@@ -163,7 +168,7 @@ def test_literals_round_trip(value):
     assert eval(languages.py_literal(value)) == value  # noqa: S307 - our own literal
     assert json.loads(languages.js_literal(value)) == value
     java = languages.java_literal(value)
-    assert java.startswith('"') and '\n' not in java
+    assert java.startswith('"') and "\n" not in java
     shell = languages.sh_literal(value)
     assert shell.startswith("'") and shell.endswith("'")
 
@@ -182,7 +187,11 @@ def test_result_line_shape():
         {"text/plain": "'x'", "image/png": "AA==", "e2b/chart": {}, "application/vnd.x": 1}, False
     )
     assert line == {
-        "type": "result", "text": "x", "png": "AA==", "chart": {}, "extra": {"application/vnd.x": 1},
+        "type": "result",
+        "text": "x",
+        "png": "AA==",
+        "chart": {},
+        "extra": {"application/vnd.x": 1},
         "is_main_result": False,
     }
     assert messages.strip_quotes("'") == ""

@@ -236,6 +236,7 @@ def test_default_javascript_context_starts_on_first_use(daemon_factory):
     restarted = httpx.post(f"{extra.url}/contexts/{default['id']}/restart", headers=CI_HEADERS, timeout=60)
     assert (restarted.status_code, restarted.text) == (200, "null")
     assert _kernel_count(extra) == 2
+
     # First use by id, twice at once: one kernel starts, both runs see it.
     async def run_twice() -> tuple[httpx.Response, httpx.Response]:
         async with httpx.AsyncClient(base_url=extra.url, headers=CI_HEADERS, timeout=60) as client:

@@ -206,8 +206,9 @@ def _stream_execute(daemon, code: str, pause: float = 0.0) -> tuple[int, list[st
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        with httpx.stream("POST", f"{daemon.url}/execute", json={"code": code},
-                          headers=CI_HEADERS, timeout=120) as response:
+        with httpx.stream(
+            "POST", f"{daemon.url}/execute", json={"code": code}, headers=CI_HEADERS, timeout=120
+        ) as response:
             assert response.status_code == 200
             done.wait(pause)
             for raw in response.iter_lines():
@@ -279,15 +280,20 @@ def test_headers_and_keepalives_while_queued(daemon, sandbox):
         )
         _wait_running(busy)
         with httpx.stream(
-            "POST", f"{daemon.url}/execute", json={"code": "'after'", "context_id": context.id},
-            headers=CI_HEADERS, timeout=60,
+            "POST",
+            f"{daemon.url}/execute",
+            json={"code": "'after'", "context_id": context.id},
+            headers=CI_HEADERS,
+            timeout=60,
         ) as response:
             assert response.status_code == 200  # before the lock was free
             queued = [json.loads(line) for line in response.iter_lines()]
         blocker.join(30)
         assert {"type": "keepalive"} in busy + queued
         assert [line["type"] for line in queued if line["type"] != "keepalive"] == [
-            "number_of_executions", "result", "end_of_execution"
+            "number_of_executions",
+            "result",
+            "end_of_execution",
         ]
     finally:
         sandbox.remove_code_context(context)

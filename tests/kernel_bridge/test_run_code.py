@@ -105,9 +105,7 @@ def test_history_lives_in_memory(sandbox):
     try:
         sandbox.run_code("a_hist = 40", context=context)
         assert sandbox.run_code("a_hist + 2", context=context).text == "42"
-        assert sandbox.run_code("Out[2], In[1], _i", context=context).text == (
-            "(42, 'a_hist = 40', 'a_hist + 2')"
-        )
+        assert sandbox.run_code("Out[2], In[1], _i", context=context).text == ("(42, 'a_hist = 40', 'a_hist + 2')")
         listing = sandbox.run_code("%history -n 1-2", context=context).logs.stdout
         assert "".join(listing).split("\n")[:2] == ["   1: a_hist = 40", "   2: a_hist + 2"]
         manager = sandbox.run_code(
@@ -137,9 +135,7 @@ def test_input_fails_instead_of_blocking(sandbox):
 
 
 def test_display_data_matplotlib(sandbox):
-    execution = sandbox.run_code(
-        "import matplotlib.pyplot as plt\nplt.plot([1, 2], [3, 4])\nplt.show()"
-    )
+    execution = sandbox.run_code("import matplotlib.pyplot as plt\nplt.plot([1, 2], [3, 4])\nplt.show()")
     assert len(execution.results) == 1
     result = execution.results[0]
     assert result.png
@@ -177,9 +173,7 @@ def test_json_for_containers_only(sandbox):
 
 
 def test_custom_repr_raw_display(sandbox):
-    execution = sandbox.run_code(
-        "display({'text/latex': r'\\text{CustomReprObject}'}, raw=True)"
-    )
+    execution = sandbox.run_code("display({'text/latex': r'\\text{CustomReprObject}'}, raw=True)")
     assert execution.results[0].formats() == ["latex"]
     assert not execution.results[0].extra
 
@@ -203,9 +197,7 @@ Rich()
 
 
 def test_ipython_display_objects(sandbox):
-    execution = sandbox.run_code(
-        "from IPython.display import HTML, display\ndisplay(HTML('<i>y</i>'))\ndisplay('q')"
-    )
+    execution = sandbox.run_code("from IPython.display import HTML, display\ndisplay(HTML('<i>y</i>'))\ndisplay('q')")
     assert execution.results[0].html == "<i>y</i>"
     assert execution.results[0].text == "<IPython.core.display.HTML object>"
     assert execution.results[1].text == "q"

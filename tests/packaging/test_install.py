@@ -56,7 +56,5 @@ def test_installed_daemon_serves_the_sdk(installed_prefix: str, tmp_path) -> Non
 
 def test_dockerfile_lints_clean() -> None:
     hadolint = shutil.which("hadolint") or os.path.join(os.path.dirname(sys.executable), "hadolint")
-    result = subprocess.run(
-        [hadolint, os.path.join(ROOT, "e2b.Dockerfile")], capture_output=True, text=True
-    )
+    result = subprocess.run([hadolint, os.path.join(ROOT, "e2b.Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -81,8 +81,7 @@ def _plotted_artists(ax: Axes) -> list[Any]:
     """
     children = getattr(ax, "_children", None)
     if children is None:
-        children = [*ax.lines, *ax.patches, *ax.collections, *ax.images,
-                    *ax.artists, *ax.tables]
+        children = [*ax.lines, *ax.patches, *ax.collections, *ax.images, *ax.artists, *ax.tables]
     return [artist for artist in children if not isinstance(artist, Text)]
 
 
@@ -114,8 +113,7 @@ def chart_type(ax: Axes) -> str:
     if _all(artists, PathPatch, Line2D):
         return "box_and_whisker"
     data = [artist for artist in artists if not is_grid_like(artist)]
-    for kind, artist_type in (("scatter", PathCollection), ("pie", Wedge),
-                              ("bar", Rectangle)):
+    for kind, artist_type in (("scatter", PathCollection), ("pie", Wedge), ("bar", Rectangle)):
         if _all(data, artist_type):
             return kind
     return "unknown"
@@ -133,8 +131,7 @@ def _planar_fields(ax: Axes) -> Chart:
     """Axis labels and their units (docs/code-interpreter-api.md §6.4), before any orientation swap."""
     x_label = text_or_none(ax.get_xlabel())
     y_label = text_or_none(ax.get_ylabel())
-    return {"x_label": x_label, "y_label": y_label,
-            "x_unit": unit_of(x_label), "y_unit": unit_of(y_label)}
+    return {"x_label": x_label, "y_label": y_label, "x_unit": unit_of(x_label), "y_unit": unit_of(y_label)}
 
 
 def _swap_axes_fields(chart: Chart) -> None:
@@ -186,8 +183,7 @@ def _is_categorical(raw: Sequence[Any], labels: Sequence[str]) -> bool:
     )
 
 
-def _scale(ax: Axes, axis: str, raw: Sequence[Any], labels: Sequence[str],
-           dated: bool) -> str:
+def _scale(ax: Axes, axis: str, raw: Sequence[Any], labels: Sequence[str], dated: bool) -> str:
     """Scale name of one axis (docs/code-interpreter-api.md §6.5)."""
     if dated:
         return "datetime"
@@ -224,7 +220,7 @@ def _line_label(line: Line2D) -> str:
     """``_child<N>`` (matplotlib's unlabelled default) -> ``Line <N>``."""
     label = str(line.get_label())
     if label.startswith("_child"):
-        return f"Line {label[len('_child'):]}"
+        return f"Line {label[len('_child') :]}"
     return label
 
 
@@ -233,8 +229,10 @@ def line_chart(ax: Axes) -> Chart:
     elements = [
         {
             "label": _line_label(line),
-            "points": [[coordinate(x), coordinate(y)]
-                       for x, y in zip(_data(line.get_xdata()), _data(line.get_ydata()), strict=False)],
+            "points": [
+                [coordinate(x), coordinate(y)]
+                for x, y in zip(_data(line.get_xdata()), _data(line.get_ydata()), strict=False)
+            ],
         }
         for line in ax.get_lines()
         if not is_grid_like(line)
@@ -247,8 +245,7 @@ def scatter_chart(ax: Axes) -> Chart:
     elements = [
         {
             "label": collection.get_label(),
-            "points": [[coordinate(x), coordinate(y)]
-                       for x, y in _data(collection.get_offsets())],
+            "points": [[coordinate(x), coordinate(y)] for x, y in _data(collection.get_offsets())],
         }
         for collection in ax.collections
     ]
@@ -262,7 +259,7 @@ def _group_name(container: BarContainer) -> str:
     """``_container<N>`` (matplotlib's unlabelled default) -> ``Group <N>``."""
     label = str(container.get_label())
     if label.startswith("_container"):
-        return f"Group {label[len('_container'):]}"
+        return f"Group {label[len('_container') :]}"
     return label
 
 
@@ -282,8 +279,9 @@ def _bar_elements(ax: Axes, container: BarContainer, chart: Chart) -> list[Chart
         labels = _tick_labels(ax, "x")
         values = heights
     group = _group_name(container)
-    return [{"label": label, "group": group, "value": float(value)}
-            for label, value in zip(labels, values, strict=False)]
+    return [
+        {"label": label, "group": group, "value": float(value)} for label, value in zip(labels, values, strict=False)
+    ]
 
 
 def bar_chart(ax: Axes) -> Chart:
@@ -306,11 +304,13 @@ def pie_chart(ax: Axes) -> Chart:
         if not isinstance(wedge, Wedge):
             raise ExtractionError(f"pie chart with a {type(wedge).__name__} patch")
         angle = Decimal(float(wedge.theta2)) - Decimal(float(wedge.theta1))  # float32 on mpl 3.10
-        chart["elements"].append({
-            "label": wedge.get_label(),
-            "angle": abs(round8(angle)),
-            "radius": float(wedge.r),
-        })
+        chart["elements"].append(
+            {
+                "label": wedge.get_label(),
+                "angle": abs(round8(angle)),
+                "radius": float(wedge.r),
+            }
+        )
     return chart
 
 
@@ -320,8 +320,7 @@ def pie_chart(ax: Axes) -> Chart:
 class _Box:
     """A box in data coordinates plus what the lines tell about it."""
 
-    def __init__(self, label: str, x: float, y: float, width: float,
-                 height: float) -> None:
+    def __init__(self, label: str, x: float, y: float, width: float, height: float) -> None:
         self.label = label
         self.x, self.y, self.width, self.height = x, y, width, height
         self.median: float | None = None
@@ -348,10 +347,15 @@ class _Box:
     def element(self) -> Chart:
         if self.median is None or self.low is None or self.high is None:
             raise ExtractionError(f"box {self.label!r} is incomplete")
-        return {"label": self.label, "min": self.low,
-                "first_quartile": self.y, "median": self.median,
-                "third_quartile": self.top, "max": self.high,
-                "outliers": self.outliers}
+        return {
+            "label": self.label,
+            "min": self.low,
+            "first_quartile": self.y,
+            "median": self.median,
+            "third_quartile": self.top,
+            "max": self.high,
+            "outliers": self.outliers,
+        }
 
 
 def _box_from_patch(label: str, patch: Patch) -> _Box:
@@ -381,12 +385,10 @@ def _apply_outlier(boxes: list[_Box], point: tuple[float, float]) -> None:
         box.outliers.append(y)
 
 
-def _apply_segment(boxes: list[_Box], start: tuple[float, float],
-                   end: tuple[float, float]) -> None:
+def _apply_segment(boxes: list[_Box], start: tuple[float, float], end: tuple[float, float]) -> None:
     """A 2-point line is a median, a whisker, or (ignored) a cap."""
     (x0, y0), (x1, y1) = start, end
-    box = next((box for box in boxes
-                if box.x <= x0 <= x1 <= box.right), None)
+    box = next((box for box in boxes if box.x <= x0 <= x1 <= box.right), None)
     if box is None:
         return
     if y0 == y1 and box.y <= y0 <= box.top:
@@ -404,8 +406,7 @@ def box_chart(ax: Axes) -> Chart:
     chart = _base("box_and_whisker", ax)
     chart.update(_planar_fields(ax))
     labels = _tick_labels(ax, "x")
-    boxes = [_box_from_patch(label, patch)
-             for label, patch in zip(labels, ax.patches, strict=False)]
+    boxes = [_box_from_patch(label, patch) for label, patch in zip(labels, ax.patches, strict=False)]
     flipped = all(box.height == boxes[0].height for box in boxes)
     if flipped:
         _swap_axes_fields(chart)
