@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+import aiohttp
 from aiohttp import web
 
 from controlplane.backend import EngineError
@@ -277,7 +278,7 @@ class Api:
         sandbox = self._find(request)
         timeout = self._timeout(await _json_object(request), "timeout")
         if sandbox.state == PAUSED:
-            await self.manager.resume(sandbox, timeout)
+            await self._resume(sandbox, timeout)
             return web.json_response(self._sandbox(sandbox), status=201)
         self.manager.set_end(sandbox, max(sandbox.end_at, time.time() + timeout))
         return web.json_response(self._sandbox(sandbox))
@@ -299,7 +300,11 @@ class Api:
         memory = (await _json_object(request)).get("memory", True)
         if not isinstance(memory, bool):
             raise ApiError(400, "memory must be a boolean")
-        if not await self.manager.pause(sandbox, memory=memory):
+        try:
+            paused = await self.manager.pause(sandbox, memory=memory)
+        except EngineError as exc:
+            raise ApiError(500, f"the sandbox could not be paused: {exc}") from None
+        if not paused:
             raise ApiError(409, f'Sandbox "{sandbox.id}" is already paused')
         return web.Response(status=204)
 
@@ -308,8 +313,16 @@ class Api:
         sandbox = self._find(request)
         if sandbox.state != PAUSED:
             raise ApiError(409, f'Sandbox "{sandbox.id}" is already running')
-        await self.manager.resume(sandbox, self._timeout(await _json_object(request), "timeout"))
+        await self._resume(sandbox, self._timeout(await _json_object(request), "timeout"))
         return web.json_response(self._sandbox(sandbox), status=201)
+
+    async def _resume(self, sandbox: Sandbox, timeout: int) -> None:
+        try:
+            await self.manager.resume(sandbox, timeout)
+        except StartTimeout as exc:
+            raise ApiError(504, str(exc)) from None
+        except (EngineError, OSError, aiohttp.ClientError) as exc:
+            raise ApiError(500, f"the sandbox could not be resumed: {exc}") from None
 
     def _find(self, request: web.Request) -> Sandbox:
         sandbox = self.manager.find(request[TEAM], request.match_info["id"])

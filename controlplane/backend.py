@@ -8,12 +8,14 @@ only mount the sandbox's ingress directory, no published port.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import docker
-from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from controlplane.config import Template
 
@@ -22,6 +24,8 @@ LABEL_SANDBOX = "e2b.local/sandbox-id"
 LABEL_TEMPLATE = "e2b.local/template"
 INGRESS_IN_SANDBOX = "/run/e2b-ingress"
 SOCKET_NAME = "daemon.sock"
+
+log = logging.getLogger(__name__)
 
 
 class EngineError(Exception):
@@ -119,18 +123,38 @@ class DockerBackend:
 
     async def pause(self, sandbox_id: str) -> None:
         """Freeze every process (cgroup freezer); memory stays resident."""
-        await asyncio.to_thread(lambda: self.client.containers.get(f"e2b-{sandbox_id}").pause())
+        await _engine(lambda: self.client.containers.get(f"e2b-{sandbox_id}").pause())
 
     async def unpause(self, sandbox_id: str) -> None:
-        await asyncio.to_thread(lambda: self.client.containers.get(f"e2b-{sandbox_id}").unpause())
+        await _engine(lambda: self.client.containers.get(f"e2b-{sandbox_id}").unpause())
 
     async def stop(self, sandbox_id: str) -> None:
-        """Stop every process (SIGTERM, SIGKILL after 5 s); the writable layer stays."""
-        await asyncio.to_thread(lambda: self.client.containers.get(f"e2b-{sandbox_id}").stop(timeout=5))
+        """Stop every process (SIGTERM, SIGKILL after 5 s); the writable layer stays.
+
+        Podman 4.3 sometimes answers a stop under load with "container state
+        improper" while the container is still going down: then kill it and
+        wait for it to exit, and only fail if it does not.
+        """
+
+        def stop() -> None:
+            container = self.client.containers.get(f"e2b-{sandbox_id}")
+            try:
+                container.stop(timeout=5)
+            except APIError as exc:
+                log.warning("stopping %s: %s; killing it", sandbox_id, exc)
+                container.reload()
+                if container.status not in ("exited", "stopped"):
+                    try:
+                        container.kill()
+                    except APIError:
+                        pass  # exited meanwhile
+                    container.wait(timeout=30)
+
+        await _engine(stop)
 
     async def start(self, sandbox_id: str) -> None:
         """Boot a stopped container again, from its files."""
-        await asyncio.to_thread(lambda: self.client.containers.get(f"e2b-{sandbox_id}").start())
+        await _engine(lambda: self.client.containers.get(f"e2b-{sandbox_id}").start())
 
     async def remove(self, sandbox_id: str, container: str = "") -> None:
         """Force-remove the container (by name, or the given id) and the ingress directory."""
@@ -154,3 +178,11 @@ class DockerBackend:
 
     def close(self) -> None:
         self.client.close()
+
+
+async def _engine(call: Callable[[], object]) -> None:
+    """Run an engine call in a thread; its failures become EngineError with the engine's words."""
+    try:
+        await asyncio.to_thread(call)
+    except DockerException as exc:
+        raise EngineError(f"container engine: {exc}") from None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import TypedDict
 
@@ -76,7 +78,9 @@ class Manager:
         self._background: set[asyncio.Task[object]] = set()  # kills and pool fills
         self._pool: dict[str, list[Sandbox]] = {}  # template id -> ready, unclaimed
         self._filling: dict[str, int] = {}  # template id -> pool containers starting
-        self._resuming: dict[str, asyncio.Lock] = {}  # sandbox id -> held while it is resumed
+        self._locks: dict[str, asyncio.Lock] = {}  # sandbox id -> held while it is paused or resumed
+        self._changing_now: set[str] = set()  # sandboxes being paused or resumed: not routable
+        self._expiring: set[str] = set()  # sandboxes whose timeout is being acted on
         self._creating: dict[str, int] = {}  # team -> creates under way (counted against its limit)
 
     # ------------------------------------------------------------ start and stop
@@ -292,7 +296,7 @@ class Manager:
 
     def routable(self, sandbox_id: str) -> tuple[Sandbox, Ingress] | None:
         sandbox = self.sandboxes.get(sandbox_id)
-        if sandbox is None or sandbox.state != RUNNING:
+        if sandbox is None or sandbox.state != RUNNING or sandbox_id in self._changing_now:
             return None
         return sandbox, self.ingresses[sandbox_id]
 
@@ -303,30 +307,29 @@ class Manager:
     async def pause(self, sandbox: Sandbox, memory: bool = True) -> bool:
         """Freeze it, or with `memory` False stop it keeping only its files (False if not running).
 
-        Its connections end and it stops timing out. If the engine refuses,
-        it stays running.
+        While the engine works, no request is routed to it and nothing else
+        changes it (a resume waits); it counts as paused only once paused. Its
+        connections end and it stops timing out. If the engine refuses, it
+        stays running and the error is raised.
         """
-        if sandbox.state != RUNNING:
-            return False
-        sandbox.state, sandbox.pause_mode = PAUSED, FULL if memory else FILESYSTEM
-        await self.ingresses[sandbox.id].reset()
-        try:
+        async with self._changing(sandbox):
+            if sandbox.state != RUNNING or self.sandboxes.get(sandbox.id) is not sandbox:
+                return False
+            await self.ingresses[sandbox.id].reset()
             await (self.backend.pause if memory else self.backend.stop)(sandbox.id)
-        except Exception:
-            sandbox.state, sandbox.pause_mode = RUNNING, ""
-            raise
-        self.store.save(sandbox)
-        return True
+            sandbox.state, sandbox.pause_mode = PAUSED, FULL if memory else FILESYSTEM
+            self.store.save(sandbox)
+            return True
 
     async def resume(self, sandbox: Sandbox, timeout: int) -> bool:
         """Run it again, timing out `timeout` s from now; False if it was not paused (any more).
 
         A frozen sandbox thaws where it stopped; a filesystem-paused one boots
         from its files and gets its `/init` again (same token and env vars).
-        One resume at a time per sandbox: the API and traffic (auto-resume)
-        may ask at once, and the engine refuses to unpause a running container.
+        The API and traffic (auto-resume) may ask at once, and a pause may be
+        under way: one change at a time per sandbox.
         """
-        async with self._resuming.setdefault(sandbox.id, asyncio.Lock()):
+        async with self._changing(sandbox):
             if sandbox.state != PAUSED or self.sandboxes.get(sandbox.id) is not sandbox:
                 return False
             if sandbox.pause_mode == FILESYSTEM:
@@ -337,6 +340,16 @@ class Manager:
             sandbox.timeout = timeout
             self.set_end(sandbox, time.time() + timeout)
             return True
+
+    @contextlib.asynccontextmanager
+    async def _changing(self, sandbox: Sandbox) -> AsyncIterator[None]:
+        """Hold the sandbox's one lock for a pause or resume; not routable meanwhile."""
+        async with self._locks.setdefault(sandbox.id, asyncio.Lock()):
+            self._changing_now.add(sandbox.id)
+            try:
+                yield
+            finally:
+                self._changing_now.discard(sandbox.id)
 
     async def _cold_boot(self, sandbox: Sandbox) -> None:
         ingress = self.ingresses[sandbox.id]
@@ -350,7 +363,9 @@ class Manager:
 
         A filesystem-paused one is never woken by traffic (as E2B): it waits for `connect`.
         """
-        if sandbox.state != PAUSED or not sandbox.auto_resume or sandbox.pause_mode == FILESYSTEM:
+        if not sandbox.auto_resume or sandbox.pause_mode == FILESYSTEM:
+            return False
+        if sandbox.state != PAUSED and sandbox.id not in self._changing_now:
             return False
         await self.resume(sandbox, sandbox.timeout)
         return sandbox.state == RUNNING
@@ -365,7 +380,7 @@ class Manager:
         return True
 
     async def _discard(self, sandbox: Sandbox) -> None:
-        self._resuming.pop(sandbox.id, None)
+        self._locks.pop(sandbox.id, None)
         ingress = self.ingresses.pop(sandbox.id, None)
         if ingress is not None:
             await ingress.reset()  # open connections end: the SDK then sees "not found"
@@ -377,19 +392,23 @@ class Manager:
 
     async def _expire(self, sandbox: Sandbox) -> None:
         """At `endAt`: pause when it was created with autoPause, else kill."""
-        if sandbox.auto_pause:
-            try:
-                await self.pause(sandbox, memory=sandbox.auto_pause_memory)
-                return
-            except Exception as exc:  # a sandbox that cannot be paused must not outlive its timeout
-                log.warning("sandbox %s could not be paused at its timeout (%s); killing it", sandbox.id, exc)
-        await self.kill(sandbox)
+        try:
+            if sandbox.auto_pause:
+                try:
+                    await self.pause(sandbox, memory=sandbox.auto_pause_memory)
+                    return  # paused, or someone else paused or killed it first
+                except Exception as exc:  # a sandbox that cannot be paused must not outlive its timeout
+                    log.warning("sandbox %s could not be paused at its timeout (%s); killing it", sandbox.id, exc)
+            await self.kill(sandbox)
+        finally:
+            self._expiring.discard(sandbox.id)
 
     async def _enforce_timeouts(self) -> None:
         while True:
             now = time.time()
             for sandbox in list(self.sandboxes.values()):
-                if sandbox.state == RUNNING and sandbox.end_at <= now:
+                if sandbox.state == RUNNING and sandbox.end_at <= now and sandbox.id not in self._expiring:
+                    self._expiring.add(sandbox.id)
                     log.info("sandbox %s timed out: %s", sandbox.id, "pausing" if sandbox.auto_pause else "killing")
                     task = asyncio.create_task(self._expire(sandbox))
                     self._background.add(task)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import re
 
 from aiohttp import web
@@ -17,6 +18,8 @@ from controlplane.lifecycle import Manager
 from controlplane.records import Sandbox
 from envd.auth import sign
 from envd.http.forward import relay
+
+log = logging.getLogger(__name__)
 
 ENVD_PORT, CODE_PORT = 49983, 49999
 TRAFFIC_TOKEN_HEADER = "e2b-traffic-access-token"
@@ -121,7 +124,13 @@ class Proxy:
     async def _woken(self, sandbox_id: str) -> bool:
         """A paused sandbox created with autoResume runs again for this request."""
         sandbox = self.manager.sandboxes.get(sandbox_id)
-        return sandbox is not None and await self.manager.wake(sandbox)
+        if sandbox is None:
+            return False
+        try:
+            return await self.manager.wake(sandbox)
+        except Exception as exc:  # the request then gets "not found"; the sandbox stays paused
+            log.warning("sandbox %s could not be resumed for a request: %s", sandbox_id, exc)
+            return False
 
 
 def _check_traffic_token(request: web.Request, sandbox: Sandbox, port: int) -> None:

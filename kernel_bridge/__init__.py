@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .server import CodeInterpreter
+    from kernel_bridge.server import CodeInterpreter
 
 __all__ = ["CodeInterpreter"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "CodeInterpreter":
-        from .server import CodeInterpreter
+        from kernel_bridge.server import CodeInterpreter
 
         return CodeInterpreter
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

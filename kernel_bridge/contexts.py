@@ -19,12 +19,12 @@ from typing import Any
 
 from jupyter_client.kernelspec import NoSuchKernel
 
-from . import languages
-from .errors import ContextError
-from .execution import Execution, consume
-from .kernel import CLOSED, DEAD, Kernel, KernelStartError
-from .runtime import RuntimeDir, kernel_environment
-from .watchdog import Watchdog
+from kernel_bridge import languages
+from kernel_bridge.errors import ContextError
+from kernel_bridge.execution import Execution, consume
+from kernel_bridge.kernel import CLOSED, DEAD, Kernel, KernelStartError
+from kernel_bridge.runtime import RuntimeDir, kernel_environment
+from kernel_bridge.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from . import languages, messages
-from .kernel import CLOSED, DEAD, GONE, Kernel, KernelRequest
-from .messages import Line
-from .spool import OutputSpool
+from kernel_bridge import languages, messages
+from kernel_bridge.kernel import CLOSED, DEAD, GONE, Kernel, KernelRequest
+from kernel_bridge.messages import Line
+from kernel_bridge.spool import OutputSpool
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import zmq
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
 
-from .inbox import Inbox
+from kernel_bridge.inbox import Inbox
 
 log = logging.getLogger(__name__)
 

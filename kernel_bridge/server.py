@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import languages, messages
-from .errors import ContextError
-from .spool import OutputSpool
+from kernel_bridge import languages, messages
+from kernel_bridge.errors import ContextError
+from kernel_bridge.spool import OutputSpool
 
 if TYPE_CHECKING:
-    from .contexts import Context, Registry
-    from .execution import Execution
+    from kernel_bridge.contexts import Context, Registry
+    from kernel_bridge.execution import Execution
 
 log = logging.getLogger(__name__)
 
@@ -450,7 +450,7 @@ async def json_errors_middleware(request: web.Request, handler: Handler) -> web.
 
 def _new_registry(default_cwd: str, global_envs: Callable[[], dict[str, str]]) -> Registry:
     """Import the Jupyter machinery, build the registry and open it (blocking: run in a thread)."""
-    from .contexts import Registry
+    from kernel_bridge.contexts import Registry
 
     registry = Registry(default_cwd, global_envs)
     registry.open()

@@ -19,9 +19,9 @@ from collections import deque
 from collections.abc import Iterator
 from typing import IO
 
-from . import messages
-from .inbox import Waitable
-from .messages import Line
+from kernel_bridge import messages
+from kernel_bridge.inbox import Waitable
+from kernel_bridge.messages import Line
 
 log = logging.getLogger(__name__)
 

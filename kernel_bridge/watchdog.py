@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Protocol
 
-from .kernel import DEAD, Kernel
+from kernel_bridge.kernel import DEAD, Kernel
 
 log = logging.getLogger(__name__)
 

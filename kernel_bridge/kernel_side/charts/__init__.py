@@ -32,7 +32,7 @@ def chart_from_figure(figure: Any) -> dict[str, Any]:
     keep the user's stderr clean) and reported as the blank chart ``{}``.
     """
     try:
-        from .extract import extract
+        from kernel_bridge.kernel_side.charts.extract import extract
 
         return extract(figure)
     except Exception:  # noqa: BLE001 - any failure means "no chart"

@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, PathPatch, Rectangle, Wedge
 from matplotlib.text import Text
 
-from .values import coordinate, plain_scalar, round8, text_or_none, unit_of
+from kernel_bridge.kernel_side.charts.values import coordinate, plain_scalar, round8, text_or_none, unit_of
 
 Chart = dict[str, Any]
 
