@@ -22,7 +22,7 @@ from controlplane.backend import EngineError
 from controlplane.config import DEFAULT_TIMEOUT, Settings
 from controlplane.idempotency import KEY as IDEMPOTENCY_KEY
 from controlplane.idempotency import IdempotentCreates, KeyMismatch
-from controlplane.lifecycle import HostFull, Manager, StartTimeout, TeamLimit
+from controlplane.lifecycle import Claims, HostFull, Manager, StartTimeout, TeamLimit
 from controlplane.proxy import Proxy
 from controlplane.records import FULL, PAUSED, RUNNING, Sandbox
 
@@ -166,9 +166,8 @@ class Api:
         if network.get("denyOut") == ["0.0.0.0/0"]:
             internet = False  # everything out denied: no network at all
         try:
-            sandbox = await self.manager.create(
-                request[TEAM],
-                template,
+            claims = Claims(
+                team=request[TEAM],
                 alias=name if name != template.id else None,
                 timeout=timeout,
                 metadata=_string_map(body, "metadata"),
@@ -180,6 +179,7 @@ class Api:
                 auto_resume=auto_resume,
                 network=network,
             )
+            sandbox = await self.manager.create(template, claims)
         except StartTimeout as exc:
             raise ApiError(504, str(exc), {"Should-Retry": "false"}) from None
         except TeamLimit as exc:

@@ -8,13 +8,13 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TypedDict
 
 import aiohttp
 
 from controlplane.backend import DockerBackend
-from controlplane.config import Settings, Template, random_id
+from controlplane.config import DEFAULT_TIMEOUT, Settings, Template, random_id
 from controlplane.ingress import Ingress
 from controlplane.metrics import MetricsSampler
 from controlplane.records import (
@@ -47,20 +47,21 @@ class HostFull(Exception):
     """This instance already runs `host_limit` containers and none is warm."""
 
 
-class _Claims(TypedDict):
-    """What `create` passes on to `_hand_over`, warm or new container alike."""
+@dataclass(frozen=True)
+class Claims:
+    """What a create asks for; given to a warm container or a new one alike."""
 
     team: str
-    alias: str | None
-    timeout: int
-    metadata: dict[str, str]
-    env_vars: dict[str, str]
-    secure: bool
-    internet: bool | None
-    auto_pause: bool
-    auto_pause_memory: bool
-    auto_resume: bool
-    network: dict[str, object]
+    alias: str | None = None
+    timeout: int = DEFAULT_TIMEOUT
+    metadata: dict[str, str] = field(default_factory=dict)
+    env_vars: dict[str, str] = field(default_factory=dict)
+    secure: bool = False
+    internet: bool | None = None  # None: not asked (default network)
+    auto_pause: bool = False
+    auto_pause_memory: bool = True
+    auto_resume: bool = False
+    network: dict[str, object] = field(default_factory=dict)
 
 
 class Manager:
@@ -135,53 +136,27 @@ class Manager:
 
     # ------------------------------------------------------------ create
 
-    async def create(
-        self,
-        team: str,
-        template: Template,
-        alias: str | None,
-        timeout: int,
-        metadata: dict[str, str],
-        env_vars: dict[str, str],
-        secure: bool,
-        internet: bool | None,
-        auto_pause: bool = False,
-        auto_pause_memory: bool = True,
-        auto_resume: bool = False,
-        network: dict[str, object] | None = None,
-    ) -> Sandbox:
+    async def create(self, template: Template, claims: Claims) -> Sandbox:
         """A warm container from the pool when one is ready (default network only), else a new one.
 
         The limits are checked and the place reserved before anything awaits,
         so concurrent creates cannot overshoot them.
         """
+        team = claims.team
         self._check_team_limit(team)
-        claims = _Claims(
-            team=team,
-            alias=alias,
-            timeout=timeout,
-            metadata=metadata,
-            env_vars=env_vars,
-            secure=secure,
-            internet=internet,
-            auto_pause=auto_pause,
-            auto_pause_memory=auto_pause_memory,
-            auto_resume=auto_resume,
-            network=network or {},
-        )
-        warm = self._claim(template) if internet is not False else None
+        warm = self._claim(template) if claims.internet is not False else None
         if warm is None and len(self.sandboxes) >= self.settings.host_limit:
             raise HostFull(f"this host runs its limit of {self.settings.host_limit} sandboxes; try again later")
         self._creating[team] = self._creating.get(team, 0) + 1
         try:
             if warm is not None:
                 try:
-                    return await self._hand_over(warm, template, **claims)
+                    return await self._hand_over(warm, template, claims)
                 except (OSError, aiohttp.ClientError, RuntimeError) as exc:
                     log.warning("warm container %s failed its /init (%s); starting a new one", warm.id, exc)
             sandbox = self._new_record(template, STARTING)
-            await self._boot(sandbox, template, internet=internet is not False)
-            return await self._hand_over(sandbox, template, **claims)
+            await self._boot(sandbox, template, internet=claims.internet is not False)
+            return await self._hand_over(sandbox, template, claims)
         finally:
             self._creating[team] -= 1
 
@@ -190,31 +165,16 @@ class Manager:
         if owned + self._creating.get(team, 0) >= self.settings.team_limit:
             raise TeamLimit(f"You have reached the maximum number of concurrent sandboxes ({self.settings.team_limit})")
 
-    async def _hand_over(
-        self,
-        sandbox: Sandbox,
-        template: Template,
-        *,
-        team: str,
-        alias: str | None,
-        timeout: int,
-        metadata: dict[str, str],
-        env_vars: dict[str, str],
-        secure: bool,
-        internet: bool | None,
-        auto_pause: bool,
-        auto_pause_memory: bool,
-        auto_resume: bool,
-        network: dict[str, object],
-    ) -> Sandbox:
+    async def _hand_over(self, sandbox: Sandbox, template: Template, claims: Claims) -> Sandbox:
         """Give a started container to its team: record it, then `/init` (removed if that fails)."""
         now = time.time()
-        sandbox.team, sandbox.alias, sandbox.allow_internet = team, alias, internet
-        sandbox.auto_pause, sandbox.auto_pause_memory = auto_pause, auto_pause_memory
-        sandbox.auto_resume, sandbox.timeout = auto_resume, timeout
-        sandbox.started_at, sandbox.end_at = now, now + timeout
-        sandbox.metadata, sandbox.env_vars = metadata, env_vars
-        sandbox.access_token = secrets.token_hex(32) if secure else None
+        sandbox.team, sandbox.alias, sandbox.allow_internet = claims.team, claims.alias, claims.internet
+        sandbox.auto_pause, sandbox.auto_pause_memory = claims.auto_pause, claims.auto_pause_memory
+        sandbox.auto_resume, sandbox.timeout = claims.auto_resume, claims.timeout
+        sandbox.started_at, sandbox.end_at = now, now + claims.timeout
+        sandbox.metadata, sandbox.env_vars = claims.metadata, claims.env_vars
+        sandbox.access_token = secrets.token_hex(32) if claims.secure else None
+        network = claims.network
         sandbox.network = network
         sandbox.traffic_token = secrets.token_hex(32) if network.get("allowPublicTraffic") is False else None
         mask = network.get("maskRequestHost")
