@@ -211,10 +211,6 @@ class InotifyPool:
             self._instances.remove(instance)
             instance.close()
 
-    @property
-    def instances(self) -> int:
-        return len(self._instances)
-
 
 def _parse(data: bytes) -> list[RawEvent]:
     events = []
