@@ -23,7 +23,6 @@ from controlplane.config import DEFAULT_TIMEOUT, Settings
 from controlplane.idempotency import KEY as IDEMPOTENCY_KEY
 from controlplane.idempotency import IdempotentCreates, KeyMismatch
 from controlplane.lifecycle import Claims, HostFull, Manager, StartTimeout, TeamLimit
-from controlplane.proxy import Proxy
 from controlplane.records import FULL, PAUSED, RUNNING, Sandbox
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -67,13 +66,8 @@ class Api:
         self.manager = manager
         self.idempotent = IdempotentCreates(manager.store)
 
-    def app(self, host_routed_to: Proxy | None = None) -> web.Application:
-        """The REST API; with `host_routed_to`, the domain-mode listener, where only
-        `api.<domain>` is the API and every other host name is sandbox traffic."""
-        middlewares = [json_errors, self._authenticate]
-        if host_routed_to is not None:
-            middlewares.insert(0, _sandbox_hosts_to(host_routed_to))
-        app = web.Application(middlewares=middlewares)
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[json_errors, self._authenticate])
         app.add_routes(
             [
                 web.get("/health", self.health),
@@ -329,16 +323,6 @@ class Api:
         if sandbox is None:
             raise ApiError(404, _missing(request))
         return sandbox
-
-
-def _sandbox_hosts_to(proxy: Proxy) -> Callable:
-    @web.middleware
-    async def dispatch(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.host.split(".", 1)[0] != "api":
-            return await proxy.handle(request)
-        return await handler(request)
-
-    return dispatch
 
 
 def _missing(request: web.Request) -> str:

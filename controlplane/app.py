@@ -7,18 +7,23 @@ import logging
 import os
 import signal
 import ssl
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from aiohttp import web
 
+from controlplane import relay
 from controlplane.api import Api
 from controlplane.backend import DockerBackend, EngineError, find_engine_url
 from controlplane.config import Settings
 from controlplane.lifecycle import Manager
 from controlplane.proxy import Proxy
 from controlplane.records import Store
+from controlplane.relay import Router
 from controlplane.tls import ensure_certificates
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ControlPlane:
@@ -28,16 +33,18 @@ class ControlPlane:
         self.store = Store(settings.state_dir)
         self.manager = Manager(settings, self.store, self.backend)
         self._runners: list[web.AppRunner] = []
+        self._relays: list[asyncio.AbstractServer] = []
 
     async def start(self) -> None:
         await self._check_templates()
         await self.manager.start()
-        api, proxy = Api(self.settings, self.manager), Proxy(self.manager)
-        await self._serve(api.app(), self.settings.api_port)
-        await self._serve(proxy.app(), self.settings.proxy_port)
+        await self._serve(Api(self.settings, self.manager).app(), self.settings.api_port)
+        await self._relay(Proxy(self.manager).route, self.settings.proxy_port)
         if self.settings.tls_port:
             certificates = ensure_certificates(os.path.join(self.settings.state_dir, "tls"), self.settings.domain)
-            await self._serve(api.app(host_routed_to=proxy), self.settings.tls_port, certificates.server_context())
+            # `api.<domain>` is relayed to the API listener, every other name to its sandbox.
+            host_routed = Proxy(self.manager, api_host=self.settings.hosts[0], api_port=self.settings.api_port)
+            await self._relay(host_routed.route, self.settings.tls_port, certificates.server_context())
             log.info(
                 "domain mode: E2B_DOMAIN=%s SSL_CERT_FILE=%s", self.settings.public_domain, certificates.client_bundle
             )
@@ -53,28 +60,48 @@ class ControlPlane:
                     template.image,
                 )
 
-    async def _serve(self, app: web.Application, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
-        """Listen on every configured address (loopback over IPv4 and IPv6 by default)."""
+    async def _serve(self, app: web.Application, port: int) -> None:
+        """The REST API on every configured address (loopback over IPv4 and IPv6 by default)."""
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True, keepalive_timeout=620)
         await runner.setup()
         self._runners.append(runner)
         for host in self.settings.hosts:
-            site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
-            try:
-                await site.start()
-            except OSError as exc:
-                if host != "::1":
-                    raise
-                log.info("not listening on [::1]:%d: %s", port, exc)  # no IPv6 here
-                continue
-            log.info("listening on %s", site.name)
+            site = web.TCPSite(runner, host, port, reuse_address=True)
+            if await _listening(_started(site), host, port):
+                log.info("listening on %s", site.name)
+
+    async def _relay(self, router: Router, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        """The proxy on every configured address."""
+        for host in self.settings.hosts:
+            server = await _listening(relay.serve(router, host, port, ssl_context=ssl_context), host, port)
+            if server is not None:
+                self._relays.append(server)
+                log.info("proxy listening on %s:%d%s", host, port, " (TLS)" if ssl_context else "")
 
     async def stop(self) -> None:
+        for server in self._relays:
+            server.close()
         for runner in self._runners:
             await runner.cleanup()
         await self.manager.stop()
         self.store.close()
         self.backend.close()
+
+
+async def _started(site: web.TCPSite) -> web.TCPSite:
+    await site.start()
+    return site
+
+
+async def _listening(start: Awaitable[T], host: str, port: int) -> T | None:
+    """Start a listener; a missing IPv6 loopback is only logged."""
+    try:
+        return await start
+    except OSError as exc:
+        if host != "::1":
+            raise
+        log.info("not listening on [::1]:%d: %s", port, exc)  # no IPv6 here
+        return None
 
 
 async def run(settings: Settings) -> None:

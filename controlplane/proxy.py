@@ -1,8 +1,9 @@
 """Sandbox traffic (`E2B_SANDBOX_URL`): routed by the SDK's headers or by `PORT-ID.domain`.
 
-Each request goes to its sandbox's Unix socket with `E2b-Sandbox-Port` set,
-streamed both ways (envd/http/forward.py does the relaying, for the daemon's
-own port forwarder as well). Error bodies are the ones the SDKs map.
+This module decides where a request goes and who may send it
+(docs/control-plane-api.md §2.2); `controlplane.relay` moves the bytes, to the
+sandbox's Unix socket with `E2b-Sandbox-Port` set. Error bodies are the ones
+the SDKs map.
 """
 
 from __future__ import annotations
@@ -11,56 +12,53 @@ import asyncio
 import hmac
 import logging
 import re
+from collections.abc import Callable
 
-from aiohttp import web
-
+from controlplane.http1 import RequestHead
 from controlplane.lifecycle import Manager
 from controlplane.records import Sandbox
+from controlplane.relay import ConnectionPool, Peer, ProxyError, Target
 from envd.auth import sign
-from envd.http.forward import relay
 
 log = logging.getLogger(__name__)
 
 ENVD_PORT, CODE_PORT = 49983, 49999
 TRAFFIC_TOKEN_HEADER = "e2b-traffic-access-token"
 SANDBOX_ID = re.compile(r"[a-z0-9]{20}")
-CONNECT_ATTEMPTS = 5
-
-
-class ProxyError(Exception):
-    def __init__(self, status: int, body: dict) -> None:
-        super().__init__(body.get("message"))
-        self.status = status
-        self.body = body
 
 
 class Proxy:
-    def __init__(self, manager: Manager) -> None:
+    """The router of the proxy listener; with `api_host`, also of the domain-mode
+    listener, where `api.<domain>` is the REST API and every other name a sandbox."""
+
+    def __init__(self, manager: Manager, api_host: str | None = None, api_port: int = 0) -> None:
         self.manager = manager
+        self._api = ConnectionPool(self._connect_api) if api_host else None
+        self._api_address = (api_host or "", api_port)
 
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        return app
+    async def _connect_api(
+        self, factory: Callable[[], asyncio.Protocol]
+    ) -> tuple[asyncio.BaseTransport, asyncio.Protocol]:
+        host, port = self._api_address
+        return await asyncio.get_running_loop().create_connection(factory, host, port)
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        try:
-            sandbox_id, port = self._signed_target(request) or _target(request)
-            return await self._forward(request, sandbox_id, port)
-        except ProxyError as exc:
-            return web.json_response(exc.body, status=exc.status)
+    async def route(self, head: RequestHead, peer: Peer) -> Target:
+        if self._api is not None and head.host.split(".", 1)[0] == "api":
+            return Target(self._api)
+        sandbox_id, port = self._signed_target(head) or _target(head)
+        return await self._sandbox_target(head, peer, sandbox_id, port)
 
-    async def _forward(self, request: web.Request, sandbox_id: str, port: int) -> web.StreamResponse:
+    async def _sandbox_target(self, head: RequestHead, peer: Peer, sandbox_id: str, port: int) -> Target:
         routed = self.manager.routable(sandbox_id)
         if routed is None and await self._woken(sandbox_id):
             routed = self.manager.routable(sandbox_id)
         if routed is None:
             raise ProxyError(502, {"sandboxId": sandbox_id, "message": "The sandbox was not found", "code": 502})
         sandbox, ingress = routed
-        _check_traffic_token(request, sandbox, port)
-        if sandbox.access_token and port == CODE_PORT and request.path == "/execute":
+        _check_traffic_token(head, sandbox, port)
+        if sandbox.access_token and port == CODE_PORT and head.path == "/execute":
             # The daemon checks too; here nobody without the token reaches it at all.
-            given = request.headers.get("X-Access-Token", "").encode("utf-8", "surrogateescape")
+            given = head.headers.get("X-Access-Token", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(sandbox.access_token.encode(), given):
                 raise ProxyError(
                     401, {"code": 401, "message": "unauthorized access, please provide a valid access token"}
@@ -68,22 +66,13 @@ class Proxy:
         headers = {
             "E2b-Sandbox-Id": sandbox_id,
             "E2b-Sandbox-Port": str(port),
-            "X-Forwarded-For": request.remote or "",
-            "X-Forwarded-Proto": request.scheme,
-            "X-Forwarded-Host": request.host,
+            "X-Forwarded-For": peer.address,
+            "X-Forwarded-Proto": peer.scheme,
+            "X-Forwarded-Host": head.host,
         }
         if sandbox.mask_request_host and port != ENVD_PORT:
             headers["Host"] = sandbox.mask_request_host.replace("${PORT}", str(port))
-        for _ in range(CONNECT_ATTEMPTS):
-            try:
-                response = await relay(request, ingress.session(), "http://sandbox", headers)
-            except OSError:  # the socket is missing or not a socket (yet, or any more)
-                response = None
-            if response is not None:
-                return response
-            await ingress.reset()
-            await asyncio.sleep(0.1)
-        raise ProxyError(
+        unreachable = ProxyError(
             502,
             {
                 "sandboxId": sandbox_id,
@@ -92,25 +81,27 @@ class Proxy:
                 "code": 502,
             },
         )
+        return Target(ingress.pool, headers, unreachable, reset=ingress.reset)
 
-    def _signed_target(self, request: web.Request) -> tuple[str, int] | None:
+    def _signed_target(self, head: RequestHead) -> tuple[str, int] | None:
         """A `download_url()`/`upload_url()` of SDK 2.x in header mode: the bare proxy URL
         with a signature, no routing header and no sandbox host name. The one running
         secured sandbox whose token makes that signature is the target (port 49983)."""
-        if "E2b-Sandbox-Id" in request.headers or "E2b-Sandbox-Port" in request.headers:
+        if "E2b-Sandbox-Id" in head.headers or "E2b-Sandbox-Port" in head.headers:
             return None
-        if request.path != "/files" or request.method not in ("GET", "POST"):
+        if head.path != "/files" or head.method not in ("GET", "POST"):
             return None
-        signature = request.query.get("signature")
-        if signature is None or _host_names_a_sandbox(request.host):
+        query = head.url.query
+        signature = query.get("signature")
+        if signature is None or _host_names_a_sandbox(head.host):
             return None
-        operation = "read" if request.method == "GET" else "write"
-        raw_expiration = request.query.get("signature_expiration")
+        operation = "read" if head.method == "GET" else "write"
+        raw_expiration = query.get("signature_expiration")
         try:
             expiration = int(raw_expiration) if raw_expiration is not None else None
         except ValueError:
             return None  # the daemon would refuse it; without a target it is 400 Invalid host
-        path, user = request.query.get("path", ""), request.query.get("username", "")
+        path, user = query.get("path", ""), query.get("username", "")
         matches = [
             sandbox.id
             for sandbox in list(self.manager.sandboxes.values())
@@ -133,11 +124,11 @@ class Proxy:
             return False
 
 
-def _check_traffic_token(request: web.Request, sandbox: Sandbox, port: int) -> None:
+def _check_traffic_token(head: RequestHead, sandbox: Sandbox, port: int) -> None:
     """`allowPublicTraffic: false`: every port but envd's (which checks its own token) needs it."""
     if not sandbox.traffic_token or port == ENVD_PORT:
         return
-    given = request.headers.get(TRAFFIC_TOKEN_HEADER)
+    given = head.headers.get(TRAFFIC_TOKEN_HEADER)
     prefix = "Sandbox is secured with traffic access token."
     if given is None:
         message = f"{prefix} Token header '{TRAFFIC_TOKEN_HEADER}' is missing"
@@ -153,17 +144,17 @@ def _host_names_a_sandbox(host: str) -> bool:
     return len(parts) >= 2 and parts[0].isdigit()
 
 
-def _target(request: web.Request) -> tuple[str, int]:
+def _target(head: RequestHead) -> tuple[str, int]:
     """(sandbox id, port) from the routing headers, else from the Host's first label."""
-    sandbox_id = request.headers.get("E2b-Sandbox-Id")
-    port = request.headers.get("E2b-Sandbox-Port")
+    sandbox_id = head.headers.get("E2b-Sandbox-Id")
+    port = head.headers.get("E2b-Sandbox-Port")
     if sandbox_id is not None or port is not None:
         if sandbox_id is None:
             raise ProxyError(400, {"code": 400, "message": "Missing header: E2b-Sandbox-Id"})
         if port is None:
             raise ProxyError(400, {"code": 400, "message": "Missing header: E2b-Sandbox-Port"})
     else:
-        parts = request.host.split(".", 1)[0].split("-")
+        parts = head.host.split(".", 1)[0].split("-")
         if len(parts) < 2:
             raise ProxyError(400, {"code": 400, "message": "Invalid host"})
         port, sandbox_id = parts[0], parts[1]

@@ -8,10 +8,12 @@ whatever the file size.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import mimetypes
 import os
 import posixpath
+import socket
 import stat
 import uuid
 import zlib
@@ -141,6 +143,7 @@ async def _stream_plain(request: web.Request, response: web.StreamResponse, fd: 
         if end <= start:  # an empty file: sendfile refuses a zero count
             await response.write_eof()
             return
+        _widen_unix_send_buffer(transport)
         with open(fd, "rb", closefd=False) as file:
             try:
                 sent = await asyncio.get_running_loop().sendfile(transport, file, start, end - start)
@@ -159,6 +162,21 @@ async def _stream_plain(request: web.Request, response: web.StreamResponse, fd: 
         await response.write_eof()
     except ConnectionError:
         pass  # a streaming reader may hang up after the first chunk (docs/envd-api.md §6.7)
+
+
+#: Send buffer of a Unix-socket connection carrying a download (the kernel doubles it).
+UNIX_SEND_BUFFER_BYTES = 1 << 20
+
+
+def _widen_unix_send_buffer(transport: asyncio.BaseTransport) -> None:
+    """On the control plane's Unix-socket ingress, sendfile moves at most the
+    socket's send buffer per wake-up of the reader; the 208 KiB default makes a
+    big download cost the proxy (and any reader) about twice the wake-ups.
+    TCP tunes its own buffers, so it is left alone."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family == socket.AF_UNIX:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UNIX_SEND_BUFFER_BYTES)
 
 
 async def _copy_chunks(response: web.StreamResponse, fd: int, start: int, end: int) -> int:

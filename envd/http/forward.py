@@ -78,7 +78,6 @@ async def relay(
 
     None when nothing accepts the connection there (the caller decides what
     that means); otherwise the response, already streamed to the client.
-    Used by the daemon's port forwarder and by the control plane's proxy.
     """
     headers = {**_forwarded_headers(request), **(extra_headers or {})}
     url = f"{base_url}{request.rel_url}"
