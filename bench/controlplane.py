@@ -3,7 +3,8 @@
 - `Sandbox.create()` (no warm pool) and time to interactive (create -> first
   run_code result);
 - proxy overhead: run_code('x+=1; x') and a 1 GB download through the proxy,
-  against the same daemon reached directly on its Unix socket (same raw client);
+  against the same daemon reached directly over TCP from inside its network
+  namespace (the SDK's debug-mode path) and over its Unix socket (same raw client);
 - density: memory of one idle sandbox and how many fit in 16 GB.
 """
 
@@ -14,6 +15,8 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -60,7 +63,7 @@ def create_and_tti(count: int, warm: bool) -> list[Target]:
     ]
 
 
-async def _rtt(session: aiohttp.ClientSession, url: str, headers: dict[str, str], count: int) -> list[float]:
+async def execute_rtts(session: aiohttp.ClientSession, url: str, headers: dict[str, str], count: int) -> list[float]:
     samples = []
     body = json.dumps({"code": "x+=1; x"})
     for _ in range(count):
@@ -71,7 +74,8 @@ async def _rtt(session: aiohttp.ClientSession, url: str, headers: dict[str, str]
     return samples
 
 
-async def _download(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> float:
+async def download_rate(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> float:
+    """MB/s of one download of /tmp/big.bin, read as the SDK reads a stream."""
     started = time.perf_counter()
     size = 0
     async with session.get(
@@ -83,42 +87,70 @@ async def _download(session: aiohttp.ClientSession, url: str, headers: dict[str,
     return size / (time.perf_counter() - started) / 1e6
 
 
-async def proxy_overhead(sandbox: Sandbox, proxy_url: str, socket_path: str, rounds: int) -> list[Target]:
-    token = sandbox._envd_access_token  # noqa: SLF001 - what the SDK sends as X-Access-Token
-    routing = {"E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "49999", "X-Access-Token": token or ""}
+def _in_sandbox_netns(pid: int, *args: str) -> dict:
+    """The baseline client (bench/netns_client.py) on the sandbox's own loopback."""
+    command = ["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, "-m", "bench.netns_client", *args]
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+
+
+async def proxy_overhead(sandbox: Sandbox, proxy_url: str, socket_path: str, pid: int, rounds: int) -> list[Target]:
+    """Through the proxy (TCP), against the same daemon over TCP in its own network
+    namespace (the SDK's debug-mode path: the targets' baseline) and over its Unix
+    socket (the proxy's upstream; informational), alternating rounds."""
+    token = sandbox._envd_access_token or ""  # noqa: SLF001 - what the SDK sends as X-Access-Token
+    routing = {"E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "49999", "X-Access-Token": token}
     envd = {**routing, "E2b-Sandbox-Port": "49983"}
     sandbox.run_code("x = 0")
     sandbox.commands.run("head -c 1000000000 /dev/urandom > /tmp/big.bin", timeout=120)
-    via_proxy, direct, proxy_rates, direct_rates = [], [], [], []
+    rtts: dict[str, list[float]] = {"proxy": [], "tcp": [], "socket": []}
+    rates: dict[str, list[float]] = {"proxy": [], "tcp": [], "socket": []}
     async with (
         aiohttp.ClientSession() as through,
         aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=socket_path)) as straight,
     ):
-        for _ in range(5):  # alternate, so machine drift hits both alike
-            via_proxy += await _rtt(through, proxy_url, routing, rounds)
-            direct += await _rtt(straight, "http://sandbox", routing, rounds)
-        for _ in range(2):
-            proxy_rates.append(await _download(through, proxy_url, envd))
-            direct_rates.append(await _download(straight, "http://sandbox", envd))
-    ours, base = Latency(via_proxy), Latency(direct)
-    ratio = ours.p50 / base.p50
-    rate, base_rate = max(proxy_rates), max(direct_rates)
+        for _ in range(5):  # alternate, so machine drift hits all alike
+            rtts["proxy"] += await execute_rtts(through, proxy_url, routing, rounds)
+            rtts["tcp"] += _in_sandbox_netns(pid, "--token", token, "--rtt", str(rounds))["samples"]
+            rtts["socket"] += await execute_rtts(straight, "http://sandbox", routing, rounds)
+        for _ in range(3):
+            rates["proxy"].append(await download_rate(through, proxy_url, envd))
+            rates["tcp"].append(_in_sandbox_netns(pid, "--token", token, "--download")["rate"])
+            rates["socket"].append(await download_rate(straight, "http://sandbox", envd))
+    proxy, tcp, unix = (Latency(rtts[key]) for key in ("proxy", "tcp", "socket"))
+    ratio = proxy.p50 / tcp.p50
+    rate, tcp_rate, socket_rate = (max(rates[key]) for key in ("proxy", "tcp", "socket"))
     return [
         Target(
             "run_code('x+=1; x') RTT through the proxy",
-            f"{ours}; {ratio:.2f}x",
-            f"socket: {base}",
+            f"{proxy}; {ratio:.2f}x",
+            f"direct TCP: {tcp}",
             "p50 <= 1.1x direct",
             ratio <= 1.1,
         ),
+        Target("  same, daemon's Unix socket (no TCP)", f"{proxy.p50 / unix.p50:.2f}x", f"socket: {unix}", "-", None),
         Target(
             "1 GB download through the proxy",
-            f"{rate:,.0f} MB/s ({rate / base_rate:.2f}x)",
-            f"socket: {base_rate:,.0f} MB/s",
+            f"{rate:,.0f} MB/s ({rate / tcp_rate:.2f}x)",
+            f"direct TCP: {tcp_rate:,.0f} MB/s",
             ">= 0.8x direct",
-            rate >= 0.8 * base_rate,
+            rate >= 0.8 * tcp_rate,
+        ),
+        Target(
+            "  same, daemon's Unix socket (no TCP)",
+            f"{rate / socket_rate:.2f}x",
+            f"socket: {socket_rate:,.0f} MB/s",
+            "-",
+            None,
         ),
     ]
+
+
+def _container_pid(engine_url: str, sandbox_id: str) -> int:
+    client = docker.DockerClient(base_url=engine_url, version="auto")
+    try:
+        return int(client.containers.get(f"e2b-{sandbox_id}").attrs["State"]["Pid"])
+    finally:
+        client.close()
 
 
 def density(engine_url: str, sandbox_id: str) -> Target:
@@ -175,7 +207,8 @@ def main() -> None:
         rows += create_and_tti(count, warm=True)
         sandbox = Sandbox.create(timeout=600)
         socket_path = str(work / "warm" / "data" / "ingress" / sandbox.sandbox_id / "daemon.sock")
-        rows += asyncio.run(proxy_overhead(sandbox, plane.sandbox_url, socket_path, 20 if args.quick else 60))
+        pid = _container_pid(engine_url, sandbox.sandbox_id)
+        rows += asyncio.run(proxy_overhead(sandbox, plane.sandbox_url, socket_path, pid, 20 if args.quick else 60))
         sandbox.kill()
         idle = Sandbox.create(timeout=600)
         rows.append(density(engine_url, idle.sandbox_id))

@@ -9,7 +9,8 @@ surrogate escapes, so whatever bytes came in go out unchanged.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 from multidict import CIMultiDict
 from yarl import URL
@@ -65,10 +66,14 @@ class RequestHead:
     version: str
     headers: CIMultiDict[str]
     framing: Framing = NO_BODY
-    url: URL = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.url = URL(self.target)
+    @cached_property
+    def url(self) -> URL:
+        """Parsed only when needed (a signed URL's query): most requests never are."""
+        try:
+            return URL(self.target)
+        except ValueError:
+            raise HeadError(400, "Invalid request target") from None
 
     @property
     def host(self) -> str:
@@ -76,7 +81,10 @@ class RequestHead:
 
     @property
     def path(self) -> str:
-        return self.url.path
+        """Decoded as the daemon will decode it; plain targets without the URL parser."""
+        if "%" in self.target or not self.target.startswith("/"):
+            return self.url.path
+        return self.target.split("?", 1)[0]
 
     @property
     def keep_alive(self) -> bool:
@@ -126,10 +134,7 @@ def parse_request(raw: bytes | bytearray) -> RequestHead:
     method, target, version = match.groups()
     if not (target.startswith("/") or target.startswith("http://") or target.startswith("https://")):
         raise HeadError(400, "Invalid request target")
-    try:
-        return RequestHead(method, target, version, headers, _body_framing(headers, response=False))
-    except ValueError:
-        raise HeadError(400, "Invalid request target") from None
+    return RequestHead(method, target, version, headers, _body_framing(headers, response=False))
 
 
 def parse_response(raw: bytes | bytearray) -> ResponseHead:
@@ -141,38 +146,43 @@ def parse_response(raw: bytes | bytearray) -> ResponseHead:
     return ResponseHead(version, int(status), reason or "", headers)
 
 
-def render_request(head: RequestHead, headers: CIMultiDict[str]) -> bytes:
-    """The head as sent upstream: origin-form target (a proxy-style absolute URL is cut to its path)."""
-    target = head.url.raw_path_qs if head.url.is_absolute() else head.target
-    return _render(f"{head.method} {target} HTTP/{head.version}", headers)
+def render_request(head: RequestHead, replaced: dict[str, str]) -> bytes:
+    """The head as sent upstream: origin-form target (a proxy-style absolute URL
+    is cut to its path), relayed fields, then `replaced` (which wins)."""
+    target = head.target if head.target.startswith("/") else head.url.raw_path_qs
+    fields = relayed_fields(head.headers, replaced, upgrade=head.upgrade)
+    return _render(f"{head.method} {target} HTTP/{head.version}", fields)
 
 
-def render_response(head: ResponseHead, headers: CIMultiDict[str], version: str) -> bytes:
-    return _render(f"HTTP/{version} {head.status} {head.reason}", headers)
+def render_response(head: ResponseHead, replaced: dict[str, str], version: str, *, upgrade: bool = False) -> bytes:
+    fields = relayed_fields(head.headers, replaced, upgrade=upgrade)
+    return _render(f"HTTP/{version} {head.status} {head.reason}", fields)
 
 
-def relayed_fields(headers: CIMultiDict[str], *, upgrade: bool = False) -> CIMultiDict[str]:
-    """The fields of one hop worth passing on: framing stays (bodies go through
-    as they are), connection-scoped ones go, unless a protocol switch needs them."""
-    listed = _connection_tokens(headers)
-    kept: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        lowered = name.lower()
-        if lowered in HOP_BY_HOP or lowered in listed:
-            if not (upgrade and lowered in ("upgrade", "connection")):
-                continue
-        kept.add(name, value)
-    if upgrade:
-        kept["Connection"] = "Upgrade"
-    return kept
+def relayed_fields(
+    headers: CIMultiDict[str], replaced: dict[str, str] | None = None, *, upgrade: bool = False
+) -> list[tuple[str, str]]:
+    """The fields of one hop worth passing on, then `replaced`: framing stays (bodies
+    go through as they are), connection-scoped ones go, unless a protocol switch needs them."""
+    replaced = {**(replaced or {}), **({"Connection": "Upgrade"} if upgrade else {})}
+    dropped = {name.lower() for name in replaced}
+    if "Connection" in headers:
+        dropped |= _connection_tokens(headers) - ({"upgrade"} if upgrade else set())
+    kept = [
+        (name, value)
+        for name, value in headers.items()
+        if (lowered := name.lower()) not in dropped
+        and (lowered not in HOP_BY_HOP or (upgrade and lowered == "upgrade"))
+    ]
+    return kept + list(replaced.items())
 
 
 def response_bytes(status: int, reason: str, body: bytes, content_type: str, *, close: bool) -> bytes:
     """A whole response the proxy answers itself (errors)."""
-    headers: CIMultiDict[str] = CIMultiDict({"Content-Type": content_type, "Content-Length": str(len(body))})
+    fields = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
     if close:
-        headers["Connection"] = "close"
-    return _render(f"HTTP/1.1 {status} {reason}", headers) + body
+        fields.append(("Connection", "close"))
+    return _render(f"HTTP/1.1 {status} {reason}", fields) + body
 
 
 class BodyEnd:
@@ -287,6 +297,6 @@ def _keep_alive(version: str, headers: CIMultiDict[str]) -> bool:
     return "close" not in tokens
 
 
-def _render(start_line: str, headers: CIMultiDict[str]) -> bytes:
-    lines = [start_line, *(f"{name}: {value}" for name, value in headers.items()), "", ""]
+def _render(start_line: str, fields: list[tuple[str, str]]) -> bytes:
+    lines = [start_line, *(f"{name}: {value}" for name, value in fields), "", ""]
     return "\r\n".join(lines).encode("utf-8", "surrogateescape")

@@ -260,11 +260,9 @@ class Exchange:
             return rendered + self._render_head(head), rest
 
     def _render_head(self, head: http1.ResponseHead, *, interim: bool = False, upgrade: bool = False) -> bytes:
-        fields = http1.relayed_fields(head.headers, upgrade=upgrade)
-        if not interim and not upgrade and not self.client_keeps:
-            fields["Connection"] = "close"
+        close = {"Connection": "close"} if not interim and not upgrade and not self.client_keeps else {}
         self.answered = True
-        return http1.render_response(head, fields, self.request.version)
+        return http1.render_response(head, close, self.request.version, upgrade=upgrade)
 
     def _response_data(self, heads: bytes, data: bytes) -> None:
         """Relay body bytes (after the heads, in one write: fewer wake-ups for the client)."""
@@ -456,8 +454,11 @@ class ClientConnection(asyncio.Protocol):
     async def _relay(self, head: RequestHead) -> bool:
         """Relay one exchange; whether the connection goes on to the next request."""
         try:
-            target = await self._router(head, self._peer)
-            exchange = await self._send_upstream(head, target)
+            try:
+                target = await self._router(head, self._peer)
+                exchange = await self._send_upstream(head, target)
+            except HeadError as exc:  # a target the router could not read
+                raise ProxyError(exc.status, {"code": exc.status, "message": str(exc)}) from None
         except ProxyError as exc:
             keep = head.keep_alive and head.framing.empty  # an unread body would be taken for a request
             self._answer(exc, close=not keep)
@@ -481,10 +482,7 @@ class ClientConnection(asyncio.Protocol):
 
     async def _send_upstream(self, head: RequestHead, target: Target) -> Exchange:
         """Open (or reuse) an upstream connection and send the head and any body bytes already here."""
-        fields = http1.relayed_fields(head.headers, upgrade=head.upgrade)
-        for name, value in target.set_headers.items():
-            fields[name] = value
-        raw_head = http1.render_request(head, fields)
+        raw_head = http1.render_request(head, target.set_headers)
         for attempt in range(CONNECT_ATTEMPTS):
             try:
                 upstream, _ = await target.pool.acquire()
