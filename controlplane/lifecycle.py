@@ -32,6 +32,8 @@ from controlplane.records import (
 log = logging.getLogger(__name__)
 
 START_DEADLINE = 30.0
+#: How often running containers are checked against the records (`tidy`).
+TIDY_INTERVAL = 10.0
 TIMER_INTERVAL = 0.25  # timeouts are enforced within this of endAt
 
 
@@ -76,6 +78,7 @@ class Manager:
         self.metrics = MetricsSampler(backend)
         self._timer: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
+        self._janitor: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[object]] = set()  # kills and pool fills
         self._pool: dict[str, list[Sandbox]] = {}  # template id -> ready, unclaimed
         self._filling: dict[str, int] = {}  # template id -> pool containers starting
@@ -83,6 +86,7 @@ class Manager:
         self._changing_now: set[str] = set()  # sandboxes being paused or resumed: not routable
         self._expiring: set[str] = set()  # sandboxes whose timeout is being acted on
         self._creating: dict[str, int] = {}  # team -> creates under way (counted against its limit)
+        self._transitions = 0  # bumped when a sandbox starts running, pauses or resumes (see `tidy`)
 
     # ------------------------------------------------------------ start and stop
 
@@ -90,6 +94,7 @@ class Manager:
         await self.reconcile()
         self._timer = asyncio.create_task(self._enforce_timeouts())
         self._sampler = asyncio.create_task(self.metrics.run(self.sandboxes, self.ingresses))
+        self._janitor = asyncio.create_task(self._tidy_forever())
         for template in self.settings.templates:
             self._refill(template)
 
@@ -98,7 +103,7 @@ class Manager:
 
         Pool containers hold nothing yet: they go, so none lingers unowned.
         """
-        for task in (self._timer, self._sampler):
+        for task in (self._timer, self._sampler, self._janitor):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -133,6 +138,48 @@ class Manager:
                 self.store.delete(sandbox_id)
                 await self.backend.remove(sandbox_id)
         log.info("reconciled: %d sandboxes running or paused", len(self.sandboxes))
+
+    async def tidy(self) -> None:
+        """While running, what `reconcile` does at start: a container nobody owns
+        (its teardown failed, or it was made behind our back) is removed; a sandbox
+        whose container stopped on its own (a crash, an OOM kill, `podman stop`)
+        becomes a filesystem pause, which `connect` boots again; one whose
+        container is gone is forgotten."""
+        transitions = self._transitions
+        managed = {m.sandbox_id: m for m in await self.backend.list_managed()}
+        if self._transitions != transitions:
+            return  # the listing may predate a change: look again next round
+        for sandbox_id, container in managed.items():
+            sandbox = self.sandboxes.get(sandbox_id)
+            if sandbox is None:
+                log.warning("removing container %s: no sandbox owns it", container.container_id[:12])
+                await self.backend.remove(sandbox_id, container=container.container_id)
+            elif self._settled(sandbox) and _stopped_on_its_own(sandbox, container.status):
+                log.warning("sandbox %s: its container stopped on its own; paused, files kept", sandbox_id)
+                sandbox.state, sandbox.pause_mode = PAUSED, FILESYSTEM
+                self.store.save(sandbox)
+                await self.ingresses[sandbox_id].reset()
+        for sandbox in list(self.sandboxes.values()):
+            if sandbox.id not in managed and self._settled(sandbox) and sandbox.id in self.sandboxes:
+                log.warning("sandbox %s: its container is gone", sandbox.id)
+                await self._discard(sandbox)
+
+    def _settled(self, sandbox: Sandbox) -> bool:
+        """Running or paused, with nothing under way that changes its container."""
+        return (
+            sandbox.state in (RUNNING, PAUSED)
+            and sandbox.id not in self._changing_now
+            and sandbox.id not in self._expiring
+            and not self._locks.get(sandbox.id, asyncio.Lock()).locked()
+        )
+
+    async def _tidy_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TIDY_INTERVAL)
+            try:
+                await self.tidy()
+            except Exception as exc:  # the engine may be restarting: try again next round
+                log.warning("tidying up: %s", exc)
 
     # ------------------------------------------------------------ create
 
@@ -185,6 +232,7 @@ class Manager:
             await self._discard(sandbox)
             raise
         sandbox.state = RUNNING
+        self._transitions += 1
         self.store.save(sandbox)
         self._refill(template)
         return sandbox
@@ -310,6 +358,7 @@ class Manager:
                 yield
             finally:
                 self._changing_now.discard(sandbox.id)
+                self._transitions += 1
 
     async def _cold_boot(self, sandbox: Sandbox) -> None:
         ingress = self.ingresses[sandbox.id]

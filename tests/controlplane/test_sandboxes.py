@@ -621,3 +621,36 @@ def test_team_and_host_limits(engine_url: str, tmp_path, monkeypatch: pytest.Mon
     finally:
         plane.stop()
         remove_containers(engine_url, plane.instance)
+
+
+def test_the_janitor_notices_crashed_sandboxes_and_removes_unowned_containers(sdk_env: ControlPlaneProcess) -> None:
+    """While it runs, not only at start: a container stopped behind the control plane's back
+    becomes a filesystem pause that `connect` boots again; a container with this instance's
+    label that no sandbox owns (a failed teardown) is removed."""
+    import docker
+    from e2b.api.client.models.sandbox_state import SandboxState
+
+    from controlplane.backend import LABEL_MANAGER, LABEL_SANDBOX
+
+    engine = docker.DockerClient(base_url=sdk_env.engine_url, version="auto")
+    sandbox = Sandbox.create(timeout=120)
+    orphan = None
+    try:
+        sandbox.files.write("/home/user/kept.txt", "kept")
+        engine.containers.get(f"e2b-{sandbox.sandbox_id}").kill()  # a crash, as the engine sees one
+        orphan = engine.containers.create(
+            TEST_IMAGE,
+            name=f"e2b-orphan-{os.getpid()}",
+            labels={LABEL_MANAGER: sdk_env.instance, LABEL_SANDBOX: "orphan00000000000000"},
+            network_mode="none",
+        )
+        assert wait_until(lambda: sandbox.get_info().state == SandboxState.PAUSED, timeout=30)
+        assert wait_until(lambda: not engine.containers.list(all=True, filters={"id": orphan.id}), timeout=30)
+        resumed = Sandbox.connect(sandbox.sandbox_id, timeout=60)
+        assert resumed.files.read("/home/user/kept.txt") == "kept"
+        assert resumed.run_code("1 + 1").text == "2"
+    finally:
+        EnvdSandbox.kill(sandbox.sandbox_id)
+        if orphan is not None and engine.containers.list(all=True, filters={"id": orphan.id}):
+            orphan.remove(force=True)
+        engine.close()
