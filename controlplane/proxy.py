@@ -53,7 +53,7 @@ class Proxy:
         if routed is None and await self._woken(sandbox_id):
             routed = self.manager.routable(sandbox_id)
         if routed is None:
-            raise ProxyError(502, {"sandboxId": sandbox_id, "message": "The sandbox was not found", "code": 502})
+            raise _not_found(sandbox_id)
         sandbox, ingress = routed
         _check_traffic_token(head, sandbox, port)
         if sandbox.access_token and port == CODE_PORT and head.path == "/execute":
@@ -72,15 +72,14 @@ class Proxy:
         }
         if sandbox.mask_request_host and port != ENVD_PORT:
             headers["Host"] = sandbox.mask_request_host.replace("${PORT}", str(port))
-        unreachable = ProxyError(
-            502,
-            {
-                "sandboxId": sandbox_id,
-                "message": "The sandbox is running but port is not open",
-                "port": port,
-                "code": 502,
-            },
-        )
+
+        def unreachable() -> ProxyError:
+            """Killed or paused meanwhile: "not found", as for a new request; else the port is shut."""
+            if self.manager.routable(sandbox_id) is None:
+                return _not_found(sandbox_id)
+            body = {"sandboxId": sandbox_id, "message": "The sandbox is running but port is not open", "port": port}
+            return ProxyError(502, {**body, "code": 502})
+
         return Target(ingress.pool, headers, unreachable, reset=ingress.reset)
 
     def _signed_target(self, head: RequestHead) -> tuple[str, int] | None:
@@ -122,6 +121,10 @@ class Proxy:
         except Exception as exc:  # the request then gets "not found"; the sandbox stays paused
             log.warning("sandbox %s could not be resumed for a request: %s", sandbox_id, exc)
             return False
+
+
+def _not_found(sandbox_id: str) -> ProxyError:
+    return ProxyError(502, {"sandboxId": sandbox_id, "message": "The sandbox was not found", "code": 502})
 
 
 def _check_traffic_token(head: RequestHead, sandbox: Sandbox, port: int) -> None:

@@ -100,7 +100,9 @@ class Target:
 
     pool: ConnectionPool
     set_headers: dict[str, str] = field(default_factory=dict)
-    unreachable: ProxyError = field(default_factory=lambda: ProxyError(502, {"code": 502, "message": "Bad gateway"}))
+    #: What to answer when nothing accepts the connection, or it closes before any
+    #: answer; asked at that moment, since the reason may have changed (a kill).
+    unreachable: Callable[[], ProxyError] = lambda: ProxyError(502, {"code": 502, "message": "Bad gateway"})
     #: Called after a failed connect, before the next attempt (forget a stale socket).
     reset: Callable[[], Awaitable[None]] | None = None
 
@@ -467,7 +469,7 @@ class ClientConnection(asyncio.Protocol):
             await self._await_response(exchange)
         except (UpstreamLost, HeadError) as exc:
             if not exchange.answered:
-                self._answer(target.unreachable if isinstance(exc, UpstreamLost) else _bad_gateway(exc), close=True)
+                self._answer(target.unreachable() if isinstance(exc, UpstreamLost) else _bad_gateway(exc), close=True)
             return False
         except ConnectionError:
             return False
@@ -499,7 +501,7 @@ class ClientConnection(asyncio.Protocol):
             self._buffer += exchange.start(raw_head, early)
             self.hold_reading("unrouted", len(self._buffer) > http1.MAX_HEAD_BYTES)
             return exchange
-        raise target.unreachable
+        raise target.unreachable()
 
     async def _await_response(self, exchange: Exchange) -> None:
         """Until the response is relayed (or the tunnel closes); the deadline timer ends quiet ones."""

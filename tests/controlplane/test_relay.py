@@ -211,7 +211,7 @@ async def test_an_unreachable_upstream_gets_the_targets_answer(tmp_path) -> None
     unreachable = relay.ProxyError(502, {"code": 502, "message": "port is not open"})
 
     async def route(head: http1.RequestHead, peer: relay.Peer) -> relay.Target:
-        return relay.Target(pool, unreachable=unreachable)
+        return relay.Target(pool, unreachable=lambda: unreachable)
 
     server = await relay.serve(route, "127.0.0.1", 0)
     try:
