@@ -12,6 +12,7 @@ import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -218,9 +219,10 @@ class Api:
     async def list_v2(self, request: web.Request) -> web.Response:
         states = {"running": RUNNING, "paused": PAUSED}
         wanted = {states[s] for s in request.query.get("state", "running,paused").split(",") if s in states}
-        found = [s for s in self._matching(request) if s.state in wanted]
+        newest_first = _order(request.query.get("order"))
+        found = [s for s in self._matching(request, newest_first) if s.state in wanted]
         limit = _limit(request.query.get("limit"))
-        start = _after_cursor(found, request.query.get("nextToken"))
+        start = _after_cursor(found, request.query.get("nextToken"), newest_first)
         page = found[start : start + limit]
         headers = {}
         if start + limit < len(found):
@@ -228,15 +230,21 @@ class Api:
             headers["x-next-token"] = base64.urlsafe_b64encode(json.dumps([last.started_at, last.id]).encode()).decode()
         return web.json_response([s.listed(self.settings.client_id) for s in page], headers=headers)
 
-    def _matching(self, request: web.Request) -> list[Sandbox]:
-        """The team's running and paused sandboxes matching every metadata pair, newest first."""
+    def _matching(self, request: web.Request, newest_first: bool = True) -> list[Sandbox]:
+        """The team's running and paused sandboxes matching every filter given
+        (metadata pairs, `startedAfter`, `template` id or alias), in start order."""
         wanted = _metadata_query(request.query.get("metadata", ""))
+        since = _started_after(request.query.get("startedAfter"))
+        template = request.query.get("template")
         found = [
             s
             for s in self.manager.sandboxes.values()
-            if self.manager.find(request[TEAM], s.id) is s and all(s.metadata.get(k) == v for k, v in wanted.items())
+            if self.manager.find(request[TEAM], s.id) is s
+            and all(s.metadata.get(k) == v for k, v in wanted.items())
+            and (since is None or s.started_at >= since)
+            and (template is None or template in (s.template_id, s.alias))
         ]
-        return sorted(found, key=lambda s: (s.started_at, s.id), reverse=True)
+        return sorted(found, key=lambda s: (s.started_at, s.id), reverse=newest_first)
 
     async def info(self, request: web.Request) -> web.Response:
         sandbox = self._find(request)
@@ -421,7 +429,29 @@ def _limit(value: str | None) -> int:
     return int(value)
 
 
-def _after_cursor(found: list[Sandbox], token: str | None) -> int:
+def _order(value: str | None) -> bool:
+    """Whether the newest come first (`desc`, the default)."""
+    if value in (None, "", "desc"):
+        return True
+    if value == "asc":
+        return False
+    raise ApiError(400, f"invalid order {value!r}: asc or desc")
+
+
+def _started_after(value: str | None) -> float | None:
+    """`startedAfter` as the SDK sends it (ISO 8601 with an offset) in epoch seconds."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, f"invalid startedAfter {value[:40]!r}: an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def _after_cursor(found: list[Sandbox], token: str | None, newest_first: bool = True) -> int:
     """Index of the first item after the cursor (started_at, id of the last item sent)."""
     if not token:
         return 0
@@ -430,6 +460,7 @@ def _after_cursor(found: list[Sandbox], token: str | None) -> int:
     except (ValueError, binascii.Error, TypeError):
         raise ApiError(400, "invalid nextToken") from None
     for index, sandbox in enumerate(found):
-        if (sandbox.started_at, sandbox.id) < (started_at, sandbox_id):
+        key = (sandbox.started_at, sandbox.id)
+        if (key < (started_at, sandbox_id)) if newest_first else (key > (started_at, sandbox_id)):
             return index
     return len(found)

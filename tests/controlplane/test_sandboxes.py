@@ -654,3 +654,37 @@ def test_the_janitor_notices_crashed_sandboxes_and_removes_unowned_containers(sd
         if orphan is not None and engine.containers.list(all=True, filters={"id": orphan.id}):
             orphan.remove(force=True)
         engine.close()
+
+
+def test_list_filters_by_start_time_and_template_in_either_order(sdk_env: ControlPlaneProcess) -> None:
+    """`started_after`, `template` (id or alias) and the wire's `order`, with paging."""
+    import datetime
+
+    import httpx
+
+    first = Sandbox.create(timeout=120, metadata={"case": "filters"})
+    time.sleep(1.1)
+    boundary = datetime.datetime.now(datetime.timezone.utc)
+    later = [Sandbox.create(timeout=120, metadata={"case": "filters"}) for _ in range(2)]
+    try:
+        query = {"case": "filters"}
+        since = _listed_ids(query=SandboxQuery(metadata=query, started_after=boundary), limit=1)
+        assert sorted(since) == sorted(s.sandbox_id for s in later)
+        assert len(_listed_ids(query=SandboxQuery(metadata=query, template="code-interpreter-v1"))) == 3
+        assert _listed_ids(query=SandboxQuery(metadata=query, template="no-such-template")) == []
+        url = f"{sdk_env.api_url}/v2/sandboxes"
+        headers = {"X-API-KEY": os.environ["E2B_API_KEY"]}
+        oldest_first = [
+            item["sandboxID"]
+            for item in httpx.get(url, params={"metadata": "case=filters", "order": "asc"}, headers=headers).json()
+        ]
+        newest_first = [
+            item["sandboxID"] for item in httpx.get(url, params={"metadata": "case=filters"}, headers=headers).json()
+        ]
+        assert oldest_first[0] == first.sandbox_id
+        assert oldest_first == newest_first[::-1]
+        for bad in ({"order": "sideways"}, {"startedAfter": "yesterday"}):
+            assert httpx.get(url, params=bad, headers=headers).status_code == 400
+    finally:
+        for sandbox in (first, *later):
+            sandbox.kill()
