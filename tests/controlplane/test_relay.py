@@ -228,3 +228,25 @@ async def test_a_slow_head_is_cut_off(proxy: int, monkeypatch: pytest.MonkeyPatc
     writer.write(b"GET /echo HTTP/1.1\r\n")  # and nothing more
     assert await asyncio.wait_for(reader.read(100), 5) == b""  # closed by the proxy
     writer.close()
+
+
+async def test_an_http_1_0_client_gets_a_whole_answer_and_a_close(proxy: int) -> None:
+    received = await _exchange(proxy, b"GET /echo?v=10 HTTP/1.0\r\nHost: x\r\n\r\n")
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 ")
+    assert b"chunked" not in head.lower()
+    assert json.loads(body)["path"] == "/echo?v=10"
+
+
+async def test_expect_100_continue_is_relayed_before_the_body(proxy: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"hello")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    length = int(
+        next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")).split(b":")[1]
+    )
+    assert json.loads(await reader.readexactly(length))["length"] == 5
+    writer.close()

@@ -688,3 +688,39 @@ def test_list_filters_by_start_time_and_template_in_either_order(sdk_env: Contro
     finally:
         for sandbox in (first, *later):
             sandbox.kill()
+
+
+def test_a_request_in_flight_when_its_sandbox_is_killed_gets_not_found(sdk_env: ControlPlaneProcess) -> None:
+    """The proxy's answer is decided when the upstream goes, not when the request was routed:
+    the SDK's "was not found" (SandboxNotRunningException), not "port is not open"."""
+    import threading
+
+    import httpx
+
+    sandbox = EnvdSandbox.create(timeout=120)
+    server = (
+        "import http.server, time\n"
+        "class Slow(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        time.sleep(0 if self.path == '/ready' else 60)\n"
+        "        self.send_response(204); self.end_headers()\n"
+        "http.server.ThreadingHTTPServer(('127.0.0.1', 8124), Slow).serve_forever()\n"
+    )
+    sandbox.files.write("/home/user/slow.py", server)
+    sandbox.commands.run("python3 /home/user/slow.py", background=True)
+    headers = {"Host": sandbox.get_host(8124)}
+    try:
+        assert wait_until(
+            lambda: httpx.get(f"{sdk_env.sandbox_url}/ready", headers=headers, timeout=10).status_code == 204, 15
+        )
+        answers: list[httpx.Response] = []
+        waiting = threading.Thread(
+            target=lambda: answers.append(httpx.get(f"{sdk_env.sandbox_url}/slow", headers=headers, timeout=30))
+        )
+        waiting.start()
+        time.sleep(1)  # the request is with the program, unanswered
+    finally:
+        sandbox.kill()
+    waiting.join(30)
+    assert answers and answers[0].status_code == 502
+    assert "was not found" in answers[0].json()["message"]
