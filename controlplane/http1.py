@@ -25,7 +25,8 @@ HEAD_END = b"\r\n\r\n"
 HOP_BY_HOP = frozenset(
     ("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "upgrade")
 )
-FRAMING = frozenset(("content-length", "transfer-encoding", "trailer"))
+#: Fields a `Connection` list can never remove: the framing the relay follows, and the Host.
+PROTECTED = frozenset(("content-length", "transfer-encoding", "host"))
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 REQUEST_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/(1\.[01])")
 STATUS_LINE = re.compile(r"HTTP/(1\.[01]) ([1-9][0-9]{2})(?: (.*))?")
@@ -134,6 +135,8 @@ def parse_request(raw: bytes | bytearray) -> RequestHead:
     method, target, version = match.groups()
     if not (target.startswith("/") or target.startswith("http://") or target.startswith("https://")):
         raise HeadError(400, "Invalid request target")
+    if version == "1.0" and "Transfer-Encoding" in headers:
+        raise HeadError(400, "Transfer-Encoding in an HTTP/1.0 request")  # RFC 9112 6.1
     return RequestHead(method, target, version, headers, _body_framing(headers, response=False))
 
 
@@ -167,7 +170,9 @@ def relayed_fields(
     replaced = {**(replaced or {}), **({"Connection": "Upgrade"} if upgrade else {})}
     dropped = {name.lower() for name in replaced}
     if "Connection" in headers:
-        dropped |= _connection_tokens(headers) - ({"upgrade"} if upgrade else set())
+        # A client may name any field as connection-scoped, but never the framing or
+        # the Host: dropping those would let a body be read as a request (smuggling).
+        dropped |= _connection_tokens(headers) - PROTECTED - ({"upgrade"} if upgrade else set())
     kept = [
         (name, value)
         for name, value in headers.items()
@@ -230,7 +235,9 @@ class BodyEnd:
             else:
                 self._line += data[position : newline + 1]
                 position = newline + 1
-                self._end_of_line(bytes(self._line).rstrip(b"\r\n"))
+                if not self._line.endswith(b"\r\n"):  # a bare LF: parsers would disagree on it
+                    raise HeadError(400, "Invalid chunked body")
+                self._end_of_line(bytes(self._line[:-2]))
                 self._line.clear()
             if len(self._line) > MAX_CHUNK_LINE_BYTES:
                 raise HeadError(400, "Invalid chunked body")
@@ -269,7 +276,7 @@ def _body_framing(headers: CIMultiDict[str], *, response: bool) -> Framing:
     """Transfer-Encoding chunked, else Content-Length; both at once is refused
     (the classic request-smuggling ambiguity), as are lengths that disagree."""
     codings = [c.strip().lower() for value in headers.getall("Transfer-Encoding", []) for c in value.split(",")]
-    lengths = {value.strip() for value in headers.getall("Content-Length", [])}
+    lengths = {value.strip(" \t") for value in headers.getall("Content-Length", [])}
     invalid = 502 if response else 400
     if codings:
         if lengths:

@@ -50,8 +50,13 @@ class Ingress:
         return self._session
 
     async def reset(self) -> None:
-        """Forget the descriptor and connections (after a failure, a kill or a restart)."""
+        """Forget the descriptor and every connection (a kill, a pause, a restart)."""
         self.pool.close()
+        await self.reopen()
+
+    async def reopen(self) -> None:
+        """After a failed connect: open the socket afresh next time. The proxy's
+        connections that work are kept (other clients' requests and tunnels)."""
         session, self._session = self._session, None
         fd, self._fd = self._fd, None
         if session is not None:

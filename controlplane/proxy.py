@@ -80,7 +80,7 @@ class Proxy:
             body = {"sandboxId": sandbox_id, "message": "The sandbox is running but port is not open", "port": port}
             return ProxyError(502, {**body, "code": 502})
 
-        return Target(ingress.pool, headers, unreachable, reset=ingress.reset)
+        return Target(ingress.pool, headers, unreachable, reset=ingress.reopen)
 
     def _signed_target(self, head: RequestHead) -> tuple[str, int] | None:
         """A `download_url()`/`upload_url()` of SDK 2.x in header mode: the bare proxy URL

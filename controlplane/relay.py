@@ -61,12 +61,12 @@ class ConnectionPool:
         self._idle: list[Upstream] = []
         self._busy: set[Upstream] = set()
 
-    async def acquire(self) -> tuple[Upstream, bool]:
-        """A connection and whether it was used before (it may then be stale)."""
+    async def acquire(self, *, fresh: bool = False) -> tuple[Upstream, bool]:
+        """A connection and whether it was used before (it may then be stale); `fresh`: a new one."""
         now = asyncio.get_running_loop().time()
-        while self._idle:
+        while self._idle and not fresh:
             upstream = self._idle.pop()
-            if upstream.open and now - upstream.idle_since < POOL_IDLE_SECONDS:
+            if upstream.usable and now - upstream.idle_since < POOL_IDLE_SECONDS:
                 self._busy.add(upstream)
                 return upstream, True
             upstream.abort()
@@ -78,7 +78,7 @@ class ConnectionPool:
     def release(self, upstream: Upstream, reusable: bool) -> None:
         self._busy.discard(upstream)
         upstream.exchange = None
-        if reusable and upstream.open:
+        if reusable and upstream.usable:
             upstream.hold_reading(False)
             upstream.idle_since = asyncio.get_running_loop().time()
             self._idle.append(upstream)
@@ -126,7 +126,12 @@ class Upstream(asyncio.Protocol):
         self.exchange: Exchange | None = None
         self.open = False
         self.reading_held = False
+        self.writing_paused = False  # its send buffer is full: the client must wait
         self.idle_since = 0.0
+
+    @property
+    def usable(self) -> bool:
+        return self.open and self.transport is not None and not self.transport.is_closing()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not registered as such
@@ -147,16 +152,20 @@ class Upstream(asyncio.Protocol):
             self.exchange.upstream_lost()
 
     def pause_writing(self) -> None:
+        self.writing_paused = True
         if self.exchange is not None:
             self.exchange.client.hold_reading("upstream", True)
 
     def resume_writing(self) -> None:
+        self.writing_paused = False
         if self.exchange is not None:
             self.exchange.client.hold_reading("upstream", False)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
+        """Send, unless the connection is going (the exchange then ends by `connection_lost`)."""
+        if self.usable:
+            assert self.transport is not None
+            self.transport.write(data)
 
     def hold_reading(self, hold: bool) -> None:
         """The client cannot take more for now (or can again)."""
@@ -172,6 +181,14 @@ class Upstream(asyncio.Protocol):
         self.open = False
         if self.transport is not None:
             self.transport.abort()
+
+
+class BadRequestBody(Exception):
+    """The client's body broke its own framing (a bad chunk size line)."""
+
+    def __init__(self, error: HeadError) -> None:
+        super().__init__(str(error))
+        self.status = error.status
 
 
 class UpstreamLost(Exception):
@@ -198,6 +215,8 @@ class Exchange:
         self.error: Exception | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         upstream.exchange = self
+        if upstream.writing_paused:
+            client.hold_reading("upstream", True)
 
     def start(self, head: bytes, early: bytes) -> bytes:
         """Send the request head with the body bytes already here, in one write;
@@ -212,7 +231,13 @@ class Exchange:
         if self.tunnel:
             self.upstream.write(data)
             return b""
-        taken = self.request_body.feed(data)
+        try:
+            taken = self.request_body.feed(data)
+        except HeadError as exc:
+            self.reusable = False
+            self.upstream.abort()
+            self._finish(BadRequestBody(exc))
+            return b""
         if taken:
             self.upstream.write(data if taken == len(data) else data[:taken])
         return data[taken:] if taken < len(data) else b""
@@ -228,7 +253,7 @@ class Exchange:
                 heads, data = self._response_heads(data)
                 if self.response_body is None or self.tunnel:
                     if heads or data:
-                        self.client.write(heads + data)
+                        self._to_client(heads + data)
                     return
             self._response_data(heads, data)
         except HeadError as exc:
@@ -252,7 +277,8 @@ class Exchange:
                 self.client.start_tunnel(self)
                 return rendered + self._render_head(head, upgrade=True), rest
             if head.status < 200:
-                rendered += self._render_head(head, interim=True)
+                if self.request.version != "1.0":  # HTTP/1.0 has no interim responses
+                    rendered += self._render_head(head, interim=True)
                 self._head += rest
                 continue
             framing = head.framing(self.request.method)
@@ -263,7 +289,6 @@ class Exchange:
 
     def _render_head(self, head: http1.ResponseHead, *, interim: bool = False, upgrade: bool = False) -> bytes:
         close = {"Connection": "close"} if not interim and not upgrade and not self.client_keeps else {}
-        self.answered = True
         return http1.render_response(head, close, self.request.version, upgrade=upgrade)
 
     def _response_data(self, heads: bytes, data: bytes) -> None:
@@ -272,11 +297,15 @@ class Exchange:
         taken = self.response_body.feed(data)
         body = data if taken == len(data) else data[:taken]
         if heads or body:
-            self.client.write(heads + body if heads else body)
+            self._to_client(heads + body if heads else body)
         if taken < len(data):
             self.reusable = False  # more than the response: the connection is out of step
         if self.response_body.done:
             self._finish(None)
+
+    def _to_client(self, data: bytes) -> None:
+        self.answered = True
+        self.client.write(data)
 
     def upstream_lost(self) -> None:
         self.reusable = False
@@ -388,8 +417,8 @@ class ClientConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def write(self, data: bytes | bytearray) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -418,6 +447,8 @@ class ClientConnection(asyncio.Protocol):
     async def _next_head(self) -> RequestHead | None:
         """The next request head, or None after junk (answered) or a close."""
         while True:
+            while self._buffer.startswith(b"\r\n"):  # blank lines before a request are ignored (RFC 9112 2.2)
+                del self._buffer[:2]
             try:
                 end = http1.find_head_end(self._buffer)
                 if end >= 0:
@@ -426,7 +457,7 @@ class ClientConnection(asyncio.Protocol):
                     self._head_since = None
                     return http1.parse_request(raw)
             except HeadError as exc:
-                self._answer(ProxyError(exc.status, {"code": exc.status, "message": str(exc)}), close=True)
+                self._answer(ProxyError(exc.status, {"code": exc.status, "message": str(exc)}), None, close=True)
                 return None
             self.hold_reading("unrouted", False)
             if self._buffer and self._head_since is None:
@@ -451,43 +482,66 @@ class ClientConnection(asyncio.Protocol):
             return
         if exchange is not None:
             exchange.client_lost()
-        self.close()
+        if self.transport is not None:
+            self.transport.abort()  # not close: a client that stopped reading would hold it forever
 
     async def _relay(self, head: RequestHead) -> bool:
         """Relay one exchange; whether the connection goes on to the next request."""
         try:
-            try:
-                target = await self._router(head, self._peer)
-                exchange = await self._send_upstream(head, target)
-            except HeadError as exc:  # a target the router could not read
-                raise ProxyError(exc.status, {"code": exc.status, "message": str(exc)}) from None
+            target = await self._route(head)
         except ProxyError as exc:
             keep = head.keep_alive and head.framing.empty  # an unread body would be taken for a request
-            self._answer(exc, close=not keep)
+            self._answer(exc, head, close=not keep)
             return keep
         try:
-            await self._await_response(exchange)
-        except (UpstreamLost, HeadError) as exc:
-            if not exchange.answered:
-                self._answer(target.unreachable() if isinstance(exc, UpstreamLost) else _bad_gateway(exc), close=True)
+            exchange = await self._exchange_with(head, target)
+        except ProxyError as exc:
+            self._answer(exc, head, close=True)
             return False
-        except ConnectionError:
+        except ConnectionError:  # the client left, or the exchange broke after answering
             return False
-        finally:
-            self._exchange = None
-            self._idle_since = asyncio.get_running_loop().time()
-            self.hold_reading("upstream", False)
-            target.pool.release(exchange.upstream, exchange.reusable and exchange.request_complete)
-        if exchange.tunnel:
-            return False
-        return exchange.client_keeps and exchange.request_complete
+        return not exchange.tunnel and exchange.client_keeps and exchange.request_complete
 
-    async def _send_upstream(self, head: RequestHead, target: Target) -> Exchange:
-        """Open (or reuse) an upstream connection and send the head and any body bytes already here."""
+    async def _route(self, head: RequestHead) -> Target:
+        try:
+            return await self._router(head, self._peer)
+        except HeadError as exc:  # a target the router could not read
+            raise ProxyError(exc.status, {"code": exc.status, "message": str(exc)}) from None
+
+    async def _exchange_with(self, head: RequestHead, target: Target) -> Exchange:
+        """Send the request and relay the answer. A pooled connection that the
+        upstream closed before answering a bodiless request is retried once on
+        a fresh one (the daemon may have dropped it while idle)."""
+        for attempt in range(2):
+            exchange, reused = await self._send_upstream(head, target, fresh=attempt > 0)
+            try:
+                await self._await_response(exchange)
+                return exchange
+            except UpstreamLost as exc:
+                if exc.answered:
+                    raise ConnectionAbortedError("the upstream closed in the middle of its answer") from None
+                if not (reused and head.framing.empty and attempt == 0):
+                    raise target.unreachable() from None
+            except HeadError as exc:  # the upstream's answer could not be read
+                if exchange.answered:
+                    raise ConnectionAbortedError(str(exc)) from None
+                raise _bad_gateway(exc) from None
+            except BadRequestBody as exc:
+                raise ProxyError(exc.status, {"code": exc.status, "message": str(exc)}) from None
+            finally:
+                self._exchange = None
+                self._idle_since = asyncio.get_running_loop().time()
+                self.hold_reading("upstream", False)
+                target.pool.release(exchange.upstream, exchange.reusable and exchange.request_complete)
+        raise target.unreachable()
+
+    async def _send_upstream(self, head: RequestHead, target: Target, *, fresh: bool) -> tuple[Exchange, bool]:
+        """Open (or reuse) an upstream connection and send the head and any body
+        bytes already here; the exchange and whether the connection was reused."""
         raw_head = http1.render_request(head, target.set_headers)
         for attempt in range(CONNECT_ATTEMPTS):
             try:
-                upstream, _ = await target.pool.acquire()
+                upstream, reused = await target.pool.acquire(fresh=fresh)
             except OSError:
                 if target.reset is not None:
                     await target.reset()
@@ -498,9 +552,14 @@ class ClientConnection(asyncio.Protocol):
             self._exchange = exchange
             upstream.hold_reading(self._writing_paused)
             early, self._buffer = bytes(self._buffer), bytearray()
-            self._buffer += exchange.start(raw_head, early)
+            try:
+                self._buffer += exchange.start(raw_head, early)
+            except HeadError as exc:  # the body's first bytes already break its framing
+                self._exchange = None
+                target.pool.release(upstream, False)
+                raise ProxyError(exc.status, {"code": exc.status, "message": str(exc)}) from None
             self.hold_reading("unrouted", len(self._buffer) > http1.MAX_HEAD_BYTES)
-            return exchange
+            return exchange, reused
         raise target.unreachable()
 
     async def _await_response(self, exchange: Exchange) -> None:
@@ -509,11 +568,13 @@ class ClientConnection(asyncio.Protocol):
         if exchange.error is not None:
             raise exchange.error
 
-    def _answer(self, error: ProxyError, *, close: bool) -> None:
-        """The proxy's own answer (an error), JSON whatever the client accepts."""
+    def _answer(self, error: ProxyError, head: RequestHead | None, *, close: bool) -> None:
+        """The proxy's own answer (an error), JSON whatever the client accepts; no body to a HEAD."""
         body = json.dumps(error.body).encode()
         reason = HTTPStatus(error.status).phrase if error.status in HTTPStatus._value2member_map_ else "Error"
-        self.write(http1.response_bytes(error.status, reason, body, "application/json; charset=utf-8", close=close))
+        content_type = "application/json; charset=utf-8"
+        answer = http1.response_bytes(error.status, reason, body, content_type, close=close)
+        self.write(answer[: len(answer) - len(body)] if head is not None and head.method == "HEAD" else answer)
 
 
 async def serve(router: Router, host: str, port: int, *, ssl_context: object | None = None) -> asyncio.AbstractServer:

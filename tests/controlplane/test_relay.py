@@ -250,3 +250,40 @@ async def test_expect_100_continue_is_relayed_before_the_body(proxy: int) -> Non
     )
     assert json.loads(await reader.readexactly(length))["length"] == 5
     writer.close()
+
+
+async def test_connection_cannot_strip_the_framing(proxy: int) -> None:
+    """`Connection: content-length` must not make the body a second request (smuggling)."""
+    smuggled = b"GET /echo?smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    raw = (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: content-length, close\r\n"
+        + f"Content-Length: {len(smuggled)}\r\n\r\n".encode()
+        + smuggled
+    )
+    received = await _exchange(proxy, raw)
+    assert received.count(b"HTTP/1.1 200") == 1
+    echoed = json.loads(received.split(b"\r\n\r\n", 1)[1])
+    assert (echoed["method"], echoed["path"], echoed["length"]) == ("POST", "/echo", len(smuggled))
+
+
+async def test_a_broken_chunked_body_gets_400(proxy: int) -> None:
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    received = await _exchange(proxy, head + b"5\r\nhello\r\nZZ\r\n")  # all at once
+    assert received.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in received
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy)
+    writer.write(head + b"5\r\nhello\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.2)  # the exchange is under way
+    writer.write(b"ZZ\r\n")
+    assert (await asyncio.wait_for(reader.read(65536), 5)).startswith(b"HTTP/1.1 400 ")
+    writer.close()
+
+
+async def test_an_error_answer_to_head_has_no_body(proxy: int) -> None:
+    received = await _exchange(
+        proxy,
+        b"HEAD /refused HTTP/1.1\r\nHost: x\r\n\r\nGET /echo?after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    first, _, rest = received.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 403 ")
+    assert rest.startswith(b"HTTP/1.1 200 ")  # no body in between: the next answer follows at once
