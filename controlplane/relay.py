@@ -36,6 +36,8 @@ IDLE_SECONDS = 620.0
 HEAD_SECONDS = 30.0
 #: An idle pooled upstream connection is dropped after this (the daemon keeps them 640 s).
 POOL_IDLE_SECONDS = 300.0
+#: How long a closing connection keeps reading (and dropping) what the client still sends.
+LINGER_SECONDS = 1.0
 CONNECT_SECONDS = 5.0
 CONNECT_ATTEMPTS = 5
 CONNECT_RETRY_SECONDS = 0.1
@@ -283,7 +285,8 @@ class Exchange:
                 continue
             framing = head.framing(self.request.method)
             self.reusable = head.keep_alive and not framing.until_close
-            self.client_keeps = self.client_keeps and not framing.until_close
+            # An answer before the whole request body (a refusal, say) ends the connection.
+            self.client_keeps = self.client_keeps and not framing.until_close and self.request_body.done
             self.response_body = http1.BodyEnd(framing)
             return rendered + self._render_head(head), rest
 
@@ -352,6 +355,7 @@ class ClientConnection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._holds: set[str] = set()  # reasons the transport should not read now
         self._writing_paused = False
+        self._lingering = False
         self._peer = Peer("", scheme)
         self.transport: asyncio.Transport | None = None
 
@@ -365,6 +369,8 @@ class ClientConnection(asyncio.Protocol):
         self._task = loop.create_task(self._serve())
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # the rest of a body nobody reads
         exchange = self._tunnel or self._exchange
         if exchange is not None and (exchange.tunnel or not exchange.request_complete):
             data = exchange.from_client(data)
@@ -437,12 +443,27 @@ class ClientConnection(asyncio.Protocol):
                 head = await self._next_head()
                 if head is None or not await self._relay(head):
                     break
+            await self._linger()
         except asyncio.CancelledError:
             pass
         except Exception:
             log.exception("proxy: unexpected error; closing the client connection")
         finally:
             self.transport.close()
+
+    async def _linger(self) -> None:
+        """Before closing, read and drop what the client is still sending (the rest of
+        a body answered early) for a moment: closing with unread bytes makes the
+        kernel send a reset, which can destroy the answer before the client reads it."""
+        assert self.transport is not None
+        if self.transport.is_closing():
+            return
+        self._lingering = True
+        self._holds.clear()
+        self.transport.resume_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        await asyncio.sleep(LINGER_SECONDS)
 
     async def _next_head(self) -> RequestHead | None:
         """The next request head, or None after junk (answered) or a close."""

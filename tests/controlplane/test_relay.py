@@ -10,6 +10,7 @@ framing, keep-alive, pipelining, streaming, upgrades, bad input.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import aiohttp
@@ -59,6 +60,9 @@ class Upstream:
             await response.write(b"second\n")
             return response
 
+        async def refuse_at_once(request: web.Request) -> web.Response:
+            return web.json_response({"refused": True}, status=413)  # the body is never read
+
         async def websocket(request: web.Request) -> web.WebSocketResponse:
             ws = web.WebSocketResponse(protocols=["chat"])
             await ws.prepare(request)
@@ -67,7 +71,14 @@ class Upstream:
             return ws
 
         app = web.Application(middlewares=[note_connection])
-        app.add_routes([web.route("*", "/echo", echo), web.get("/slow", slow_stream), web.get("/ws", websocket)])
+        app.add_routes(
+            [
+                web.route("*", "/echo", echo),
+                web.get("/slow", slow_stream),
+                web.get("/ws", websocket),
+                web.post("/early", refuse_at_once),
+            ]
+        )
         return app
 
 
@@ -287,3 +298,24 @@ async def test_an_error_answer_to_head_has_no_body(proxy: int) -> None:
     first, _, rest = received.partition(b"\r\n\r\n")
     assert first.startswith(b"HTTP/1.1 403 ")
     assert rest.startswith(b"HTTP/1.1 200 ")  # no body in between: the next answer follows at once
+
+
+async def test_an_answer_before_the_whole_upload_reaches_the_client(proxy: int) -> None:
+    """The upstream refuses at once; the client is still sending 8 MiB. It gets the
+    answer (with Connection: close), not a reset."""
+    size = 8 << 20
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy)
+    writer.write(f"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode())
+
+    async def upload() -> None:
+        with contextlib.suppress(ConnectionError):
+            for _ in range(size >> 16):
+                writer.write(b"u" * 65536)
+                await writer.drain()
+
+    sending = asyncio.create_task(upload())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 413 ") and b"Connection: close" in head
+    assert json.loads(await asyncio.wait_for(reader.read(), 10)) == {"refused": True}
+    sending.cancel()
+    writer.close()
