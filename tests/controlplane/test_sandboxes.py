@@ -30,6 +30,12 @@ def _listed_ids(**opts) -> list[str]:
     return ids
 
 
+def _start_program(sandbox: EnvdSandbox, name: str, source: str) -> None:
+    """A Python program of the test's own, running in the background in the sandbox."""
+    sandbox.files.write(f"/home/user/{name}", source)
+    sandbox.commands.run(f"python3 /home/user/{name}", background=True)
+
+
 def test_create_with_envs_and_metadata_then_kill(sdk_env: ControlPlaneProcess) -> None:
     sandbox = Sandbox.create(envs={"GREETING": "hello"}, metadata={"suite": "cp", "case": "create"}, timeout=120)
     try:
@@ -234,8 +240,7 @@ def test_private_traffic_needs_its_token_and_the_host_can_be_masked(sdk_env: Con
             "        self.end_headers(); self.wfile.write(body)\n"
             "http.server.HTTPServer(('127.0.0.1', 8124), Echo).serve_forever()\n"
         )
-        sandbox.files.write("/home/user/echo_host.py", server)
-        sandbox.commands.run("python /home/user/echo_host.py", background=True)
+        _start_program(sandbox, "echo_host.py", server)
         routing = {"E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "8124"}
 
         def fetch(headers: dict[str, str]) -> tuple[int, bytes]:
@@ -706,8 +711,7 @@ def test_a_request_in_flight_when_its_sandbox_is_killed_gets_not_found(sdk_env: 
         "        self.send_response(204); self.end_headers()\n"
         "http.server.ThreadingHTTPServer(('127.0.0.1', 8124), Slow).serve_forever()\n"
     )
-    sandbox.files.write("/home/user/slow.py", server)
-    sandbox.commands.run("python3 /home/user/slow.py", background=True)
+    _start_program(sandbox, "slow.py", server)
     headers = {"Host": sandbox.get_host(8124)}
     try:
         assert wait_until(
